@@ -1,0 +1,79 @@
+// qemu-style "-o key=value,key=value" option lists and their mapping onto
+// qcow::CreateOptions (create, convert, later amend).
+//
+// Checking happens in two stages, like qemu-img: parse_create_options() does
+// the syntax and type checks (unknown keys, booleans, numbers, sizes) before
+// anything is printed; validate_create_options() does the semantic checks
+// (cluster size, compat level, ...) after the "Formatting ..." line.
+// Messages carry no file name; the caller prefixes "FILE: ".
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qcow/image.hpp"
+#include "qcow/status.hpp"
+
+namespace qimg {
+
+struct OptionItem {
+  std::string key;
+  std::string value;  // "on" when the item had no '='
+};
+
+struct OptionList {
+  std::vector<OptionItem> items;  // in command-line order; later items win
+  bool help = false;              // "help" or "?" appeared
+};
+
+// Splits every -o argument at ',' (",," is a literal comma) and appends the
+// items to *out.
+qcow::Status parse_option_list(const std::vector<std::string>& args, OptionList* out);
+
+// Parses "on/off/true/false/yes/no".
+std::optional<bool> parse_bool(std::string_view text);
+
+// The result of stage one.
+struct CreateSpec {
+  qcow::Format format = qcow::Format::kQcow2;
+  // key -> value as printed in the "Formatting" line (numbers normalised).
+  std::map<std::string, std::string> given;
+  std::optional<uint64_t> size;
+  qcow::CreateOptions options;  // filled by validate_create_options()
+};
+
+// Stage one: syntax and types. Later keys override earlier ones.
+qcow::Status parse_create_options(const OptionList& list, qcow::Format format, CreateSpec* spec);
+
+// Sets a string option as if it had been given with -o (used for -b and -F).
+void set_create_option(CreateSpec* spec, const std::string& key, const std::string& value);
+
+// Stage two: semantic checks, fills spec->options completely (size included;
+// the caller must have set spec->size).
+qcow::Status validate_create_options(CreateSpec* spec);
+
+// "Formatting 'FILE', fmt=qcow2 cluster_size=65536 ..." without newline.
+std::string formatting_line(const std::string& filename, const CreateSpec& spec);
+
+// Prints "Supported <fmt> options:" and the option table (-o help).
+void print_create_help(qcow::Format format);
+
+// Option names for a format (help order); completions mirror this list.
+std::vector<std::string> create_option_names(qcow::Format format);
+
+}  // namespace qimg
+
+namespace qimg {
+
+// -f/-O values: "qcow2" or "raw"; an empty name means "probe" (nullopt).
+// Unknown names give "Unknown file format 'NAME'".
+qcow::Status parse_format_option(const std::string& name, std::optional<qcow::Format>* out);
+
+enum class OutputFormat { kHuman, kJson };
+// --output: "human" or "json"; anything else gives qemu-img's message.
+qcow::Status parse_output_option(const std::string& name, OutputFormat* out);
+
+}  // namespace qimg

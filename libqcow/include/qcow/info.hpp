@@ -1,0 +1,55 @@
+// Plain descriptions of an image, for `qimg info` and library users.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace qcow {
+
+struct SnapshotInfo {
+  std::string id;
+  std::string name;
+  uint64_t vm_state_size = 0;
+  uint32_t date_sec = 0;
+  uint32_t date_nsec = 0;
+  uint64_t vm_clock_nsec = 0;
+  std::optional<uint64_t> disk_size;
+  std::optional<uint64_t> icount;
+  uint64_t l1_table_offset = 0;
+  uint32_t l1_size = 0;
+};
+
+struct BitmapInfo {
+  std::string name;
+  uint32_t granularity = 0;
+  bool in_use = false, auto_ = false;
+};
+
+struct ImageInfo {
+  std::string filename;
+  std::string format;              // "qcow2" or "raw"
+  uint64_t virtual_size = 0;
+  uint64_t actual_size = 0;        // host bytes allocated
+  uint64_t file_length = 0;
+  // qcow2 only:
+  uint32_t cluster_size = 0;
+  int version = 0;                 // 2 or 3
+  int refcount_bits = 0;
+  bool extended_l2 = false;
+  bool lazy_refcounts = false;
+  bool dirty = false;
+  bool corrupt = false;
+  std::string compression_type;    // "zlib" or "zstd"
+  std::string encrypt_format;      // "", "aes", "luks"
+  std::string backing_filename;    // as stored in the image
+  std::string full_backing_filename;
+  std::string backing_format;
+  std::string data_file;
+  std::vector<SnapshotInfo> snapshots;
+  std::vector<BitmapInfo> bitmaps;
+  uint64_t incompatible_features = 0, compatible_features = 0, autoclear_features = 0;
+};
+
+}  // namespace qcow

@@ -1,0 +1,82 @@
+// Rebuilding the refcount structures from scratch (dirty images, check -r all).
+//
+// The new refcount blocks and table go to fresh clusters past the end of the
+// file; the header switch (one 12-byte write) is the commit point, so a crash
+// before it leaves the old structures in charge and after it the new ones.
+#include <fmt/format.h>
+
+#include "check/walk.hpp"
+#include "codec/bytes.hpp"
+#include "format/constants.hpp"
+
+namespace qcow {
+
+Status rebuild_refcounts(Qcow2Driver& d) {
+  RefcountWalk w;
+  QCOW_TRY(walk_refcounts(d, WalkRefcountStructures::kExclude, w));
+  const Geometry& g = d.geo_;
+  const uint64_t cs = g.cluster_size, rbe = g.refblock_entries;
+  QCOW_ASSIGN_OR_RETURN(uint64_t file_size, d.file_->size());
+  const uint64_t E = std::max<uint64_t>(w.counts.size(), div_round_up(file_size, cs));
+  std::vector<uint64_t>& counts = w.counts;
+  counts.resize(E, 0);
+  for (uint64_t c : counts)
+    if (c > g.max_refcount())
+      return Status::limit(fmt::format("a cluster is referenced {} times, more than {}-bit refcounts can hold", c, g.refcount_bits));
+
+  auto range_used = [&](uint64_t rt, uint64_t area_end) {
+    uint64_t lo = rt * rbe, hi = (rt + 1) * rbe;
+    if (hi > E && lo < area_end) return true;
+    for (uint64_t c = lo; c < std::min(hi, E); ++c)
+      if (counts[c]) return true;
+    return false;
+  };
+  uint64_t B = 0, T = 1;
+  std::vector<uint64_t> needed;
+  for (int iter = 0;; ++iter) {
+    if (iter > 64) return Status::internal("refcount rebuild did not converge");
+    uint64_t N = E + B + T;
+    uint64_t nrt = div_round_up(N, rbe);
+    needed.clear();
+    for (uint64_t rt = 0; rt < nrt; ++rt)
+      if (range_used(rt, N)) needed.push_back(rt);
+    uint64_t t_need = div_round_up(nrt * 8, cs);
+    if (needed.size() <= B && t_need <= T) break;
+    B = std::max<uint64_t>(B, needed.size());
+    T = std::max(T, t_need);
+  }
+  if ((T * cs) > kMaxReftableBytes) return Status::limit("rebuilt refcount table would exceed 8 MiB");
+  const uint64_t table_cluster = E + B;
+  counts.resize(E + B + T, 0);
+  for (uint64_t j = 0; j < needed.size(); ++j) counts[E + j] = 1;
+  for (uint64_t c = table_cluster; c < table_cluster + T; ++c) counts[c] = 1;
+
+  std::vector<uint8_t> table(T * cs, 0), block(cs);
+  for (uint64_t j = 0; j < needed.size(); ++j) {
+    uint64_t rt = needed[j];
+    std::fill(block.begin(), block.end(), 0);
+    for (uint64_t i = 0; i < rbe && rt * rbe + i < counts.size(); ++i)
+      if (counts[rt * rbe + i]) set_refcount_entry(block.data(), g.refcount_order, i, counts[rt * rbe + i]);
+    QCOW_TRY(d.file_->write_at((E + j) * cs, block));
+    store_be64(table.data() + rt * 8, (E + j) * cs);
+  }
+  QCOW_TRY(d.file_->write_at(table_cluster * cs, table));
+  QCOW_TRY(d.file_->flush());
+  uint8_t hb[12];
+  store_be64(hb, table_cluster * cs);
+  store_be32(hb + 8, uint32_t(T));
+  QCOW_TRY(d.file_->write_at(48, hb));
+  QCOW_TRY(d.file_->flush());
+  d.header_.refcount_table_offset = table_cluster * cs;
+  d.header_.refcount_table_clusters = uint32_t(T);
+  d.file_size_ = std::max(d.file_size_, (table_cluster + T) * cs);
+  d.alloc_end_ = std::max(d.alloc_end_, d.file_size_);
+  auto fresh = std::make_unique<Refcounts>(d.file_.get(), &d.barrier_, g, 64);
+  QCOW_TRY(fresh->load(table_cluster * cs, uint32_t(T)));
+  fresh->set_reftable_moved(d.refcounts_ ? d.refcounts_moved_fn() : Refcounts::ReftableMovedFn{});
+  d.refcounts_ = std::move(fresh);
+  d.l2_cache_->set_dependency(&d.refcounts_->cache());
+  return Status::ok();
+}
+
+}  // namespace qcow

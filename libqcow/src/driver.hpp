@@ -1,0 +1,54 @@
+// Driver: what one layer of an image chain (qcow2 or raw) implements.
+// Image (the public handle) owns the top driver; each driver owns its backing driver.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "qcow/image.hpp"
+#include "qcow/info.hpp"
+#include "qcow/status.hpp"
+
+namespace qcow {
+
+// Allocation state of a run within one layer.
+struct LayerRun {
+  enum Kind { kUnallocated, kZero, kData, kCompressed } kind = kUnallocated;
+  uint64_t length = 0;
+  uint64_t host_offset = 0;   // kData, and kZero with preallocated space (then has_host is true)
+  bool has_host = false;
+};
+
+class Driver {
+ public:
+  virtual ~Driver() = default;
+  virtual Format format() const = 0;
+  virtual uint64_t size() const = 0;
+  virtual const std::string& path() const = 0;
+  virtual bool writable() const = 0;
+  virtual Status read(uint64_t offset, std::span<uint8_t> buf) = 0;
+  virtual Status write(uint64_t offset, std::span<const uint8_t> buf, Compress compress) = 0;
+  virtual Status write_zeroes(uint64_t offset, uint64_t length, Unmap unmap) = 0;
+  virtual Status discard(uint64_t offset, uint64_t length) = 0;
+  virtual Status flush() = 0;
+  virtual Status resize(uint64_t new_size) = 0;
+  virtual Status close() = 0;
+  // The run of this layer alone that starts at offset (length <= max_length, > 0).
+  virtual Result<LayerRun> layer_status(uint64_t offset, uint64_t max_length) = 0;
+  virtual ImageInfo info() const = 0;
+  virtual Driver* backing() = 0;
+  virtual CacheStats cache_stats() const { return {}; }
+};
+
+// Opens one file as a driver, with its backing chain (depth counts layers above).
+Result<std::unique_ptr<Driver>> open_driver(const std::string& path, const OpenOptions& options, int depth);
+Result<std::unique_ptr<Driver>> open_raw(std::unique_ptr<File> file, bool writable);
+Result<std::unique_ptr<Driver>> open_qcow2(std::unique_ptr<File> file, const OpenOptions& options, int depth);
+Status create_qcow2(const std::string& path, const CreateOptions& options);
+
+// Reads [offset, offset+len) of a driver, zero-filling what lies past its end.
+Status read_clamped(Driver& d, uint64_t offset, std::span<uint8_t> buf);
+
+}  // namespace qcow

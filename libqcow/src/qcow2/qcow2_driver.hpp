@@ -1,0 +1,107 @@
+// Qcow2Driver: one qcow2 layer. Split by operation across qcow2/*.cpp:
+// open.cpp (open, validation, info), read.cpp (mapping lookup, read, layer status),
+// write.cpp (allocating writes, copy-on-write), zero.cpp (zeroes, discard, compressed
+// writes), flush.cpp (flush ordering, resize, close), create.cpp, snapshot.cpp.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cache/table_cache.hpp"
+#include "driver.hpp"
+#include "format/header.hpp"
+#include "map/geometry.hpp"
+#include "map/l2_entry.hpp"
+#include "refcount/refcount.hpp"
+
+namespace qcow {
+
+// Parses the snapshot table; *table_bytes receives its length on disk.
+Result<std::vector<SnapshotInfo>> load_snapshot_table(File& file, const Header& h, uint64_t file_size, uint64_t* table_bytes);
+
+class Qcow2Driver final : public Driver {
+ public:
+  Qcow2Driver(std::unique_ptr<File> file, const OpenOptions& options);
+  ~Qcow2Driver() override;
+
+  Status open(int depth, std::vector<std::string>& chain);
+
+  Format format() const override { return Format::kQcow2; }
+  uint64_t size() const override { return header_.size; }
+  const std::string& path() const override { return file_->path(); }
+  bool writable() const override { return writable_; }
+  Status read(uint64_t offset, std::span<uint8_t> buf) override;
+  Status write(uint64_t offset, std::span<const uint8_t> buf, Compress compress) override;
+  Status write_zeroes(uint64_t offset, uint64_t length, Unmap unmap) override;
+  Status discard(uint64_t offset, uint64_t length) override;
+  Status flush() override;
+  Status resize(uint64_t new_size) override;
+  Status close() override;
+  Result<LayerRun> layer_status(uint64_t offset, uint64_t max_length) override;
+  ImageInfo info() const override;
+  Driver* backing() override { return backing_.get(); }
+  CacheStats cache_stats() const override;
+  // Allocates L2 tables and data clusters for the whole disk (create's preallocation).
+  Status preallocate(Preallocation mode);
+
+  friend Status rebuild_refcounts(Qcow2Driver& d);
+  Refcounts::ReftableMovedFn refcounts_moved_fn();
+
+  // For check/amend/map: read-only access to the parsed structures.
+  const Header& header() const { return header_; }
+  const Geometry& geometry() const { return geo_; }
+  const std::vector<uint64_t>& l1_table() const { return l1_; }
+  const std::vector<SnapshotInfo>& snapshots() const { return snapshots_; }
+  uint64_t snapshot_table_bytes() const { return snapshot_table_bytes_; }
+  File& file() { return *file_; }
+
+  // The one choke point for L2 entries (guest offset -> entry of its cluster).
+  Result<L2Entry> get_l2_entry(uint64_t guest_offset);
+  Status set_l2_entry(uint64_t guest_offset, L2Entry e);
+
+ private:
+  Status check_writable() const;
+  Status check_range(uint64_t offset, uint64_t length) const;
+  // Reads the guest view, zero-filling past the virtual size (copy-on-write fills use this).
+  Status read_view(uint64_t offset, std::span<uint8_t> buf);
+  Status read_compressed(L2Entry e, uint64_t guest_cluster, std::span<uint8_t> out, uint64_t in_cluster);
+  Result<uint64_t> ensure_l2_writable(uint64_t guest_offset);
+  Result<uint64_t> l2_slice_position(uint64_t l2_offset, uint64_t guest_offset, uint64_t* in_slice);
+  bool can_write_in_place(L2Entry e) const;
+  Status write_in_place(uint64_t offset, std::span<const uint8_t> buf, uint64_t* done);
+  Status write_allocating(uint64_t offset, std::span<const uint8_t> buf, uint64_t* done);
+  Status write_compressed_cluster(uint64_t guest_cluster, std::span<const uint8_t> data);
+  Result<uint64_t> alloc_compressed_bytes(uint64_t size);
+  Status release_host(L2Entry old);  // schedules the old host cluster(s) of an entry for freeing
+  Status zero_units(uint64_t offset, uint64_t length, Unmap unmap);
+  Status write_header_field(uint32_t offset, std::span<const uint8_t> bytes);
+  Status update_incompatible(uint64_t set, uint64_t clear);
+  Status grow_l1(uint64_t entries);
+
+  std::unique_ptr<File> file_;
+  OpenOptions options_;
+  bool writable_ = false;
+  Header header_;
+  Geometry geo_;
+  WriteBarrier barrier_;
+  std::unique_ptr<TableCache> l2_cache_;
+  std::unique_ptr<Refcounts> refcounts_;
+  std::vector<uint64_t> l1_;
+  bool l1_dirty_ = false;
+  std::unique_ptr<Driver> backing_;
+  std::string backing_path_;
+  std::vector<SnapshotInfo> snapshots_;
+  uint64_t snapshot_table_bytes_ = 0;
+  uint64_t file_size_ = 0;        // host file size as last known
+  uint64_t alloc_end_ = 0;        // end of the highest cluster we allocated
+  // Last decompressed cluster (sequential reads of compressed images touch each many times).
+  uint64_t ccache_word_ = 0;
+  bool ccache_valid_ = false;
+  std::vector<uint8_t> ccache_;
+  uint64_t compressed_next_ = 0;  // next free byte for packing compressed clusters (0: none)
+  bool closed_ = false;
+  std::vector<uint8_t> scratch_;  // copy-on-write assembly buffer, reused across writes
+};
+
+}  // namespace qcow

@@ -1,0 +1,234 @@
+// Guest writes: in place where the host cluster is ours alone, otherwise
+// allocation with copy-on-write. Each allocating request becomes one host
+// write: head and tail are read first (from this image's own view, so backing
+// files, zero clusters and compressed clusters are all handled by the read
+// path), then head + payload + tail are written at once.
+#include <fmt/format.h>
+
+#include <bit>
+#include <cstring>
+
+#include "codec/bytes.hpp"
+#include "format/constants.hpp"
+#include "qcow2/qcow2_driver.hpp"
+
+namespace qcow {
+namespace {
+constexpr uint64_t kMaxBatchBytes = 32ull << 20;  // bounds the copy-on-write buffer
+}
+
+Status Qcow2Driver::check_writable() const {
+  if (!writable_) return Status::error(ErrorCode::kReadOnly, fmt::format("{}: image is opened read-only", file_->path()));
+  if (header_.incompatible_features & kIncompatCorrupt)
+    return Status::error(ErrorCode::kReadOnly, fmt::format("{}: image is marked corrupt; writes are refused", file_->path()));
+  return Status::ok();
+}
+
+bool Qcow2Driver::can_write_in_place(L2Entry e) const {
+  if (e.compressed() || !e.copied() || !e.host_offset()) return false;
+  if (geo_.extended_l2) return subcluster_type(geo_, e, 0) != SubclusterType::kInvalid;
+  return true;  // normal or preallocated zero cluster with refcount 1
+}
+
+Result<uint64_t> Qcow2Driver::ensure_l2_writable(uint64_t guest_offset) {
+  uint64_t l1i = geo_.l1_index(guest_offset);
+  if (l1i >= l1_.size()) return Status::internal("guest offset beyond the L1 table");
+  uint64_t old = l1_[l1i] & kL1eOffsetMask;
+  if (old && (l1_[l1i] & kOflagCopied)) return old;
+  QCOW_ASSIGN_OR_RETURN(uint64_t fresh, refcounts_->alloc(1));
+  std::vector<uint8_t> table(geo_.cluster_size, 0);
+  if (old) {  // shared with a snapshot: copy, then drop our reference to the old table
+    QCOW_TRY(l2_cache_->flush());
+    QCOW_ASSIGN_OR_RETURN(size_t got, file_->read_at(old, table));
+    if (got < table.size()) return Status::corrupt(fmt::format("{}: L2 table at {:#x} beyond the end of the file", file_->path(), old));
+    refcounts_->free_later(old, 1);
+  }
+  QCOW_TRY(file_->write_at(fresh, table));
+  barrier_.note_write();
+  file_size_ = std::max(file_size_, fresh + geo_.cluster_size);
+  alloc_end_ = std::max(alloc_end_, fresh + geo_.cluster_size);
+  l1_[l1i] = fresh | kOflagCopied;
+  l1_dirty_ = true;
+  return fresh;
+}
+
+Status Qcow2Driver::release_host(L2Entry old) {
+  if (old.compressed()) {
+    CompressedExtent ce = compressed_extent(geo_, old);
+    uint64_t first = ce.offset >> geo_.cluster_bits, last = (ce.offset + ce.length - 1) >> geo_.cluster_bits;
+    for (uint64_t c = first; c <= last; ++c) refcounts_->free_later(c << geo_.cluster_bits, 1);
+    ccache_valid_ = false;
+  } else if (old.host_offset()) {
+    refcounts_->free_later(old.host_offset(), 1);
+  }
+  return Status::ok();
+}
+
+Status Qcow2Driver::write(uint64_t offset, std::span<const uint8_t> buf, Compress compress) {
+  QCOW_TRY(check_writable());
+  QCOW_TRY(check_range(offset, buf.size()));
+  if (compress == Compress::kYes) {
+    if (offset & (geo_.cluster_size - 1))
+      return Status::invalid(fmt::format("{}: compressed writes must start on a cluster boundary", file_->path()));
+    for (uint64_t done = 0; done < buf.size(); done += geo_.cluster_size) {
+      uint64_t n = std::min<uint64_t>(geo_.cluster_size, buf.size() - done);
+      if (n < geo_.cluster_size && offset + done + n != header_.size)
+        return Status::invalid(fmt::format("{}: compressed writes must cover whole clusters", file_->path()));
+      QCOW_TRY(write_compressed_cluster(offset + done, buf.subspan(done, n)));
+    }
+    return Status::ok();
+  }
+  uint64_t done = 0;
+  while (done < buf.size()) {
+    QCOW_ASSIGN_OR_RETURN(L2Entry e, get_l2_entry(offset + done));
+    uint64_t n = 0;
+    if (can_write_in_place(e)) QCOW_TRY(write_in_place(offset + done, buf.subspan(done), &n));
+    else QCOW_TRY(write_allocating(offset + done, buf.subspan(done), &n));
+    done += n;
+  }
+  if (options_.cache == CacheMode::kWritethrough) QCOW_TRY(flush());
+  return Status::ok();
+}
+
+Status Qcow2Driver::write_in_place(uint64_t pos, std::span<const uint8_t> data, uint64_t* done) {
+  const uint64_t cs = geo_.cluster_size;
+  const uint64_t cstart = align_down(pos, cs);
+  const uint64_t end = pos + data.size();
+  QCOW_ASSIGN_OR_RETURN(L2Entry first, get_l2_entry(pos));
+  const uint64_t host = first.host_offset();
+  std::vector<L2Entry> entries{first};
+  uint64_t run_end = std::min(end, cstart + cs);
+  while (run_end < end && entries.size() * cs < kMaxBatchBytes) {
+    uint64_t next = cstart + entries.size() * cs;
+    QCOW_ASSIGN_OR_RETURN(L2Entry e, get_l2_entry(next));
+    if (!can_write_in_place(e) || e.host_offset() != host + entries.size() * cs) break;
+    entries.push_back(e);
+    run_end = std::min(end, next + cs);
+  }
+  // Edge units (subclusters, or clusters without extended L2) that do not hold data yet
+  // must be completed from the current view so the whole unit can be marked allocated.
+  const uint64_t unit = geo_.subcluster_size;
+  uint64_t ws = pos, we = run_end;
+  if (ws & (unit - 1)) {
+    if (subcluster_type(geo_, entries.front(), geo_.sc_index(ws)) != SubclusterType::kNormal) ws = align_down(ws, unit);
+  }
+  if (we & (unit - 1)) {
+    if (subcluster_type(geo_, entries.back(), geo_.sc_index(we)) != SubclusterType::kNormal) we = align_up(we, unit);
+  }
+  std::span<const uint8_t> payload = data.first(run_end - pos);
+  std::span<const uint8_t> out = payload;
+  if (ws != pos || we != run_end) {
+    scratch_.resize(we - ws);
+    QCOW_TRY(read_view(ws, std::span(scratch_).first(pos - ws)));
+    std::memcpy(scratch_.data() + (pos - ws), payload.data(), payload.size());
+    QCOW_TRY(read_view(run_end, std::span(scratch_).subspan(run_end - ws)));
+    out = std::span<const uint8_t>(scratch_.data(), we - ws);
+  }
+  if (header_.crypt_method) return Status::unsupported("writing encrypted images is not supported yet");
+  Status s = file_->write_at(host + (ws - cstart), out);
+  if (!s.is_ok()) return s;
+  barrier_.note_write();
+  file_size_ = std::max(file_size_, host + (we - cstart));
+  // Entries: clear the zero flag / set allocation bits where they changed.
+  for (size_t i = 0; i < entries.size(); ++i) {
+    uint64_t cg = cstart + i * cs;
+    L2Entry e = entries[i];
+    L2Entry ne = e;
+    if (!geo_.extended_l2) {
+      ne.word = e.host_offset() | kOflagCopied;
+    } else {
+      uint64_t a = std::max(ws, cg) - cg, b = std::min(we, cg + cs) - cg;
+      uint64_t m = sc_range_mask(uint32_t(a >> geo_.subcluster_bits), uint32_t(div_round_up(b, unit)));
+      ne.bitmap = (e.bitmap | m) & ~(m << 32);
+    }
+    if (!(ne == e)) {
+      QCOW_TRY(ensure_l2_writable(cg).status());
+      QCOW_TRY(set_l2_entry(cg, ne));
+    }
+  }
+  *done = run_end - pos;
+  return Status::ok();
+}
+
+Status Qcow2Driver::write_allocating(uint64_t pos, std::span<const uint8_t> data, uint64_t* done) {
+  const uint64_t cs = geo_.cluster_size;
+  const uint64_t cstart = align_down(pos, cs);
+  const uint64_t end = pos + data.size();
+  QCOW_ASSIGN_OR_RETURN(L2Entry first, get_l2_entry(pos));
+  std::vector<L2Entry> old{first};
+  while (cstart + old.size() * cs < end && (old.size() + 1) * cs <= kMaxBatchBytes) {
+    QCOW_ASSIGN_OR_RETURN(L2Entry e, get_l2_entry(cstart + old.size() * cs));
+    if (can_write_in_place(e)) break;
+    old.push_back(e);
+  }
+  const uint64_t n = old.size();
+  const uint64_t run_end = std::min(end, cstart + n * cs);
+
+  // Copy-on-write range of each cluster, relative to the cluster.
+  std::vector<std::pair<uint64_t, uint64_t>> range(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    uint64_t cg = cstart + i * cs;
+    uint64_t rs = std::max(pos, cg) - cg, re = std::min(run_end, cg + cs) - cg;
+    if (!geo_.extended_l2 || old[i].compressed()) {
+      range[i] = {0, cs};
+      continue;
+    }
+    uint64_t a = align_down(rs, geo_.subcluster_size), b = align_up(re, geo_.subcluster_size);
+    uint64_t alloc = old[i].host_offset() ? (old[i].bitmap & kL2BitmapAllAlloc) : 0;
+    if (alloc) {  // keep every allocated subcluster of a shared cluster (QEMU does the same)
+      a = std::min<uint64_t>(a, uint64_t(std::countr_zero(alloc)) << geo_.subcluster_bits);
+      b = std::max<uint64_t>(b, uint64_t(64 - std::countl_zero(alloc)) << geo_.subcluster_bits);
+    }
+    range[i] = {a, b};
+  }
+  // L2 tables first, so that a table does not split a run of data clusters on the host.
+  for (uint64_t i = 0; i < n; ++i)
+    if (i == 0 || geo_.l2_index(cstart + i * cs) == 0) QCOW_TRY(ensure_l2_writable(cstart + i * cs).status());
+  QCOW_ASSIGN_OR_RETURN(uint64_t host, refcounts_->alloc(n));
+  const bool fresh = host >= file_size_;
+  if (options_.alloc == AllocPolicy::kReserve) {
+    QCOW_TRY(file_->allocate(host, n * cs));
+    file_size_ = std::max(file_size_, host + n * cs);
+  }
+  const uint64_t buf_guest = cstart + range[0].first;
+  const uint64_t buf_len = (n - 1) * cs + range[n - 1].second - range[0].first;
+  scratch_.resize(buf_len);
+  const uint64_t head = pos - buf_guest, tail_at = run_end - buf_guest;
+  QCOW_TRY(read_view(buf_guest, std::span(scratch_).first(head)));
+  std::memcpy(scratch_.data() + head, data.data(), run_end - pos);
+  QCOW_TRY(read_view(run_end, std::span(scratch_).subspan(tail_at)));
+  // Zeros need not be written into fresh space past the end of the file: it reads as zeros.
+  uint64_t w0 = 0, w1 = buf_len;
+  if (fresh && options_.alloc != AllocPolicy::kReserve) {
+    if (buffer_is_zero(scratch_.data(), head)) w0 = head;
+    if (buffer_is_zero(scratch_.data() + tail_at, buf_len - tail_at)) w1 = tail_at;
+  }
+  if (header_.crypt_method) return Status::unsupported("writing encrypted images is not supported yet");
+  const uint64_t host_buf = host + range[0].first;
+  QCOW_TRY(file_->write_at(host_buf + w0, std::span<const uint8_t>(scratch_.data() + w0, w1 - w0)));
+  barrier_.note_write();
+  file_size_ = std::max(file_size_, host_buf + w1);
+  alloc_end_ = std::max(alloc_end_, host + n * cs);
+
+  for (uint64_t i = 0; i < n; ++i) {
+    uint64_t cg = cstart + i * cs;
+    L2Entry ne;
+    ne.word = (host + i * cs) | kOflagCopied;
+    if (geo_.extended_l2) {
+      if (old[i].compressed()) {
+        ne.bitmap = kL2BitmapAllAlloc;
+      } else {
+        uint64_t m = sc_range_mask(uint32_t(range[i].first >> geo_.subcluster_bits),
+                                   uint32_t(range[i].second >> geo_.subcluster_bits));
+        ne.bitmap = (old[i].bitmap | m) & ~(m << 32);
+      }
+    }
+    QCOW_TRY(ensure_l2_writable(cg).status());
+    QCOW_TRY(set_l2_entry(cg, ne));
+    QCOW_TRY(release_host(old[i]));
+  }
+  *done = run_end - pos;
+  return Status::ok();
+}
+
+}  // namespace qcow

@@ -1,0 +1,95 @@
+// Raw images: the file is the disk. Block status comes from SEEK_DATA/SEEK_HOLE.
+#include <fmt/format.h>
+
+#include <cstring>
+
+#include "driver.hpp"
+
+namespace qcow {
+namespace {
+
+class RawDriver final : public Driver {
+ public:
+  RawDriver(std::unique_ptr<File> f, bool writable, uint64_t size) : file_(std::move(f)), writable_(writable), size_(size) {}
+  Format format() const override { return Format::kRaw; }
+  uint64_t size() const override { return size_; }
+  const std::string& path() const override { return file_->path(); }
+  bool writable() const override { return writable_; }
+
+  Status check(uint64_t off, uint64_t len, bool write) const {
+    if (write && !writable_) return Status::error(ErrorCode::kReadOnly, fmt::format("{}: image is opened read-only", path()));
+    if (off > size_ || len > size_ - off)
+      return Status::invalid(fmt::format("{}: request [{:#x}, +{:#x}) is beyond the end of the image ({} bytes)", path(), off, len, size_));
+    return Status::ok();
+  }
+  Status read(uint64_t off, std::span<uint8_t> buf) override {
+    QCOW_TRY(check(off, buf.size(), false));
+    QCOW_ASSIGN_OR_RETURN(size_t got, file_->read_at(off, buf));
+    if (got < buf.size()) std::memset(buf.data() + got, 0, buf.size() - got);
+    return Status::ok();
+  }
+  Status write(uint64_t off, std::span<const uint8_t> buf, Compress c) override {
+    if (c == Compress::kYes) return Status::unsupported("raw images cannot store compressed data");
+    QCOW_TRY(check(off, buf.size(), true));
+    return file_->write_at(off, buf);
+  }
+  Status write_zeroes(uint64_t off, uint64_t len, Unmap unmap) override {
+    QCOW_TRY(check(off, len, true));
+    if (unmap == Unmap::kYes && file_->punch_hole(off, len).is_ok()) {
+      uint64_t end = 0;
+      auto d = file_->probe_data(off, &end);  // verify the hole really reads as zeros
+      if (d && !*d && end >= off + len) return Status::ok();
+    }
+    std::vector<uint8_t> z(std::min<uint64_t>(len, 1ull << 20), 0);
+    for (uint64_t d = 0; d < len; d += z.size())
+      QCOW_TRY(file_->write_at(off + d, std::span<const uint8_t>(z.data(), std::min<uint64_t>(z.size(), len - d))));
+    return Status::ok();
+  }
+  Status discard(uint64_t off, uint64_t len) override {
+    QCOW_TRY(check(off, len, true));
+    return file_->punch_hole(off, len);
+  }
+  Status flush() override { return writable_ ? file_->flush() : Status::ok(); }
+  Status resize(uint64_t n) override {
+    if (!writable_) return Status::error(ErrorCode::kReadOnly, fmt::format("{}: image is opened read-only", path()));
+    QCOW_TRY(file_->truncate(n));
+    size_ = n;
+    return Status::ok();
+  }
+  Status close() override { return flush(); }
+  Result<LayerRun> layer_status(uint64_t off, uint64_t max_len) override {
+    uint64_t end = 0;
+    QCOW_ASSIGN_OR_RETURN(bool data, file_->probe_data(off, &end));
+    LayerRun r;
+    r.kind = data ? LayerRun::kData : LayerRun::kZero;
+    r.length = std::min(max_len, std::max(end, off + 1) - off);
+    r.host_offset = off;
+    r.has_host = true;
+    return r;
+  }
+  ImageInfo info() const override {
+    ImageInfo i;
+    i.filename = path();
+    i.format = "raw";
+    i.virtual_size = size_;
+    i.file_length = size_;
+    auto a = file_->allocated_bytes();
+    i.actual_size = a ? *a : 0;
+    return i;
+  }
+  Driver* backing() override { return nullptr; }
+
+ private:
+  std::unique_ptr<File> file_;
+  bool writable_;
+  uint64_t size_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Driver>> open_raw(std::unique_ptr<File> file, bool writable) {
+  QCOW_ASSIGN_OR_RETURN(uint64_t size, file->size());
+  return std::unique_ptr<Driver>(std::make_unique<RawDriver>(std::move(file), writable, size));
+}
+
+}  // namespace qcow

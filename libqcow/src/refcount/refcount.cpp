@@ -1,0 +1,255 @@
+#include "refcount/refcount.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "codec/bytes.hpp"
+#include "format/constants.hpp"
+
+namespace qcow {
+
+uint64_t get_refcount_entry(const uint8_t* b, uint32_t order, uint64_t i) {
+  switch (order) {
+    case 0: return (b[i / 8] >> (i % 8)) & 1;
+    case 1: return (b[i / 4] >> (2 * (i % 4))) & 3;
+    case 2: return (b[i / 2] >> (4 * (i % 2))) & 15;
+    case 3: return b[i];
+    case 4: return load_be16(b + 2 * i);
+    case 5: return load_be32(b + 4 * i);
+    default: return load_be64(b + 8 * i);
+  }
+}
+
+void set_refcount_entry(uint8_t* b, uint32_t order, uint64_t i, uint64_t v) {
+  auto set_bits = [&](uint64_t byte, unsigned shift, unsigned mask) {
+    b[byte] = uint8_t((b[byte] & ~(mask << shift)) | ((v & mask) << shift));
+  };
+  switch (order) {
+    case 0: set_bits(i / 8, unsigned(i % 8), 1); break;
+    case 1: set_bits(i / 4, unsigned(2 * (i % 4)), 3); break;
+    case 2: set_bits(i / 2, unsigned(4 * (i % 2)), 15); break;
+    case 3: b[i] = uint8_t(v); break;
+    case 4: store_be16(b + 2 * i, uint16_t(v)); break;
+    case 5: store_be32(b + 4 * i, uint32_t(v)); break;
+    default: store_be64(b + 8 * i, v); break;
+  }
+}
+
+Refcounts::Refcounts(File* file, WriteBarrier* barrier, const Geometry& geo, size_t cache_slices)
+    : file_(file), barrier_(barrier), geo_(geo),
+      cache_(file, barrier, geo.cluster_size, cache_slices, "refcount block") {}
+
+Status Refcounts::load(uint64_t offset, uint32_t clusters) {
+  uint64_t bytes = uint64_t(clusters) << geo_.cluster_bits;
+  if (clusters == 0) return Status::corrupt("refcount table has no clusters");
+  if (bytes > kMaxReftableBytes)
+    return Status::limit(fmt::format("refcount table of {} clusters is larger than the 8 MiB limit", clusters));
+  if (offset & (geo_.cluster_size - 1))
+    return Status::corrupt(fmt::format("refcount table offset {:#x} is not cluster aligned", offset));
+  std::vector<uint8_t> buf(bytes);
+  QCOW_ASSIGN_OR_RETURN(size_t got, file_->read_at(offset, buf));
+  if (got < bytes) return Status::corrupt(fmt::format("refcount table at {:#x} extends beyond the end of the file", offset));
+  reftable_.resize(bytes / 8);
+  for (size_t i = 0; i < reftable_.size(); ++i) reftable_[i] = load_be64(buf.data() + 8 * i);
+  reftable_offset_ = offset;
+  reftable_clusters_ = clusters;
+  return Status::ok();
+}
+
+Result<uint64_t> Refcounts::block_offset(uint64_t rt_index) {
+  if (rt_index >= reftable_.size()) return uint64_t(0);
+  uint64_t e = reftable_[rt_index];
+  uint64_t off = e & kReftOffsetMask;
+  if (off && ((off & (geo_.cluster_size - 1)) || off >= kMaxHostOffset))
+    return Status::corrupt(fmt::format("refcount block offset {:#x} invalid (refcount table index {:#x})", off, rt_index));
+  return off;
+}
+
+Result<uint64_t> Refcounts::get(uint64_t cluster) {
+  QCOW_ASSIGN_OR_RETURN(uint64_t off, block_offset(cluster >> geo_.refblock_bits));
+  if (!off) return uint64_t(0);
+  QCOW_ASSIGN_OR_RETURN(uint8_t * b, cache_.get(off));
+  return get_refcount_entry(b, geo_.refcount_order, cluster & (geo_.refblock_entries - 1));
+}
+
+Status Refcounts::update(uint64_t cluster, int64_t delta) {
+  QCOW_ASSIGN_OR_RETURN(uint64_t off, block_offset(cluster >> geo_.refblock_bits));
+  if (!off) {
+    if (delta < 0)
+      return Status::corrupt(fmt::format("cannot decrease the refcount of cluster {:#x}: it has no refcount block",
+                                         cluster << geo_.cluster_bits));
+    return Status::internal("refcount update without a refcount block");
+  }
+  QCOW_ASSIGN_OR_RETURN(uint8_t * b, cache_.get(off));
+  uint64_t idx = cluster & (geo_.refblock_entries - 1);
+  uint64_t v = get_refcount_entry(b, geo_.refcount_order, idx);
+  if (delta < 0 && v < uint64_t(-delta))
+    return Status::corrupt(fmt::format("refcount of cluster {:#x} would drop below zero", cluster << geo_.cluster_bits));
+  if (delta > 0 && geo_.max_refcount() - v < uint64_t(delta))
+    return Status::error(ErrorCode::kLimit, fmt::format("refcount of cluster {:#x} would exceed the {}-bit maximum",
+                                                        cluster << geo_.cluster_bits, geo_.refcount_bits));
+  v += delta;
+  set_refcount_entry(b, geo_.refcount_order, idx, v);
+  cache_.mark_dirty(off);
+  if (v == 0 && cluster < free_hint_) free_hint_ = cluster;
+  return Status::ok();
+}
+
+Result<uint64_t> Refcounts::find_free_run(uint64_t start, uint64_t n) {
+  uint64_t run_start = start, run = 0, c = start;
+  const uint64_t max_cluster = kMaxHostOffset >> geo_.cluster_bits;
+  while (run < n) {
+    if (c >= max_cluster) return Status::error(ErrorCode::kNoSpace, "no free host cluster below the 64 PB offset limit");
+    uint64_t rt = c >> geo_.refblock_bits;
+    QCOW_ASSIGN_OR_RETURN(uint64_t boff, block_offset(rt));
+    uint64_t block_end = (rt + 1) << geo_.refblock_bits;
+    if (!boff) {  // all free in this range
+      if (run == 0) run_start = c;
+      uint64_t take = std::min(block_end - c, n - run);
+      run += take;
+      c += take;
+      continue;
+    }
+    QCOW_ASSIGN_OR_RETURN(uint8_t * b, cache_.get(boff));
+    for (; c < block_end && run < n; ++c) {
+      if (get_refcount_entry(b, geo_.refcount_order, c & (geo_.refblock_entries - 1)) == 0) {
+        if (run == 0) run_start = c;
+        ++run;
+      } else {
+        run = 0;
+      }
+    }
+  }
+  return run_start;
+}
+
+Status Refcounts::create_block(uint64_t rt) {
+  uint64_t off = (rt << geo_.refblock_bits) << geo_.cluster_bits;
+  if (off >= kMaxHostOffset) return Status::error(ErrorCode::kNoSpace, "host offset limit reached");
+  QCOW_ASSIGN_OR_RETURN(uint8_t * b, cache_.get_empty(off));
+  std::fill(b, b + geo_.cluster_size, 0);
+  set_refcount_entry(b, geo_.refcount_order, 0, 1);  // the block describes itself
+  cache_.mark_dirty(off);
+  // The block must be durable before the table entry that points to it.
+  QCOW_TRY(cache_.flush());
+  QCOW_TRY(barrier_->barrier());
+  uint8_t e[8];
+  store_be64(e, off);
+  QCOW_TRY(file_->write_at(reftable_offset_ + rt * 8, e));
+  barrier_->note_write();
+  reftable_[rt] = off;
+  return Status::ok();
+}
+
+Status Refcounts::grow_table(uint64_t needed) {
+  const uint64_t epc = geo_.cluster_size / 8;
+  uint64_t table_clusters = std::max<uint64_t>(uint64_t(reftable_clusters_) * 2, div_round_up(needed + 1, epc));
+  uint64_t spare = 0, area = 0;
+  std::vector<uint64_t> new_blocks;
+  for (int iter = 0;; ++iter) {
+    if (iter > 64) return Status::internal("refcount table growth did not converge");
+    QCOW_ASSIGN_OR_RETURN(area, find_free_run(free_hint_, table_clusters + spare));
+    uint64_t area_end = area + table_clusters + spare;
+    new_blocks.clear();
+    for (uint64_t rt = area >> geo_.refblock_bits; rt <= (area_end - 1) >> geo_.refblock_bits; ++rt) {
+      QCOW_ASSIGN_OR_RETURN(uint64_t b, block_offset(rt));
+      if (!b) new_blocks.push_back(rt);
+    }
+    uint64_t max_index = std::max(needed, (area_end - 1) >> geo_.refblock_bits);
+    uint64_t want_clusters = std::max(table_clusters, div_round_up(max_index + 1, epc));
+    if (new_blocks.size() <= spare && want_clusters == table_clusters) break;
+    spare = std::max<uint64_t>(spare, new_blocks.size());
+    table_clusters = want_clusters;
+  }
+  if ((table_clusters << geo_.cluster_bits) > kMaxReftableBytes)
+    return Status::error(ErrorCode::kNoSpace, "refcount table would exceed the 8 MiB limit");
+
+  // Layout of the area: [new refcount blocks][new table]; spare clusters beyond stay free.
+  const uint64_t used = new_blocks.size() + table_clusters;
+  const uint64_t table_cluster = area + new_blocks.size();
+  std::vector<uint64_t> table(table_clusters * epc, 0);
+  std::copy(reftable_.begin(), reftable_.end(), table.begin());
+  std::vector<std::vector<uint8_t>> blocks(new_blocks.size(), std::vector<uint8_t>(geo_.cluster_size, 0));
+  for (size_t j = 0; j < new_blocks.size(); ++j) table[new_blocks[j]] = (area + j) << geo_.cluster_bits;
+  for (uint64_t c = area; c < area + used; ++c) {
+    uint64_t rt = c >> geo_.refblock_bits;
+    auto it = std::find(new_blocks.begin(), new_blocks.end(), rt);
+    if (it != new_blocks.end()) {
+      set_refcount_entry(blocks[it - new_blocks.begin()].data(), geo_.refcount_order, c & (geo_.refblock_entries - 1), 1);
+    } else {
+      QCOW_TRY(update(c, 1));
+    }
+  }
+  for (size_t j = 0; j < blocks.size(); ++j) {
+    QCOW_TRY(file_->write_at((area + j) << geo_.cluster_bits, blocks[j]));
+  }
+  std::vector<uint8_t> raw(table.size() * 8);
+  for (size_t i = 0; i < table.size(); ++i) store_be64(raw.data() + 8 * i, table[i]);
+  QCOW_TRY(file_->write_at(table_cluster << geo_.cluster_bits, raw));
+  barrier_->note_write();
+  QCOW_TRY(cache_.flush());
+  QCOW_TRY(barrier_->force());
+  if (!on_moved_) return Status::internal("refcount table moved without a header writer");
+  QCOW_TRY(on_moved_(table_cluster << geo_.cluster_bits, uint32_t(table_clusters)));
+  uint64_t old_offset = reftable_offset_, old_clusters = reftable_clusters_;
+  reftable_ = std::move(table);
+  reftable_offset_ = table_cluster << geo_.cluster_bits;
+  reftable_clusters_ = uint32_t(table_clusters);
+  // The header no longer points at the old table: free it now.
+  for (uint64_t c = 0; c < old_clusters; ++c) QCOW_TRY(update((old_offset >> geo_.cluster_bits) + c, -1));
+  return Status::ok();
+}
+
+Result<uint64_t> Refcounts::alloc(uint64_t n) {
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    QCOW_ASSIGN_OR_RETURN(uint64_t start, find_free_run(free_hint_, n));
+    bool restart = false;
+    for (uint64_t rt = start >> geo_.refblock_bits; rt <= (start + n - 1) >> geo_.refblock_bits; ++rt) {
+      if (rt >= reftable_.size()) {
+        QCOW_TRY(grow_table(rt));
+        restart = true;
+        break;
+      }
+      QCOW_ASSIGN_OR_RETURN(uint64_t b, block_offset(rt));
+      if (!b) {
+        QCOW_TRY(create_block(rt));
+        restart = true;
+        break;
+      }
+    }
+    if (restart) continue;
+    for (uint64_t c = start; c < start + n; ++c) QCOW_TRY(update(c, 1));
+    if (start == free_hint_) free_hint_ = start + n;
+    return start << geo_.cluster_bits;
+  }
+  return Status::internal("cluster allocation did not converge");
+}
+
+Result<bool> Refcounts::try_alloc_at(uint64_t host_offset, uint64_t n) {
+  uint64_t c0 = host_offset >> geo_.cluster_bits;
+  for (uint64_t c = c0; c < c0 + n; ++c) {
+    if ((c >> geo_.refblock_bits) >= reftable_.size()) return false;
+    QCOW_ASSIGN_OR_RETURN(uint64_t b, block_offset(c >> geo_.refblock_bits));
+    if (!b) return false;
+    QCOW_ASSIGN_OR_RETURN(uint64_t rc, get(c));
+    if (rc) return false;
+  }
+  for (uint64_t c = c0; c < c0 + n; ++c) QCOW_TRY(update(c, 1));
+  if (free_hint_ >= c0 && free_hint_ < c0 + n) free_hint_ = c0 + n;
+  return true;
+}
+
+void Refcounts::free_later(uint64_t host_offset, uint64_t n) {
+  if (n) deferred_.emplace_back(host_offset, n);
+}
+
+Status Refcounts::apply_deferred() {
+  auto list = std::move(deferred_);
+  deferred_.clear();
+  for (auto [off, n] : list)
+    for (uint64_t c = off >> geo_.cluster_bits; c < (off >> geo_.cluster_bits) + n; ++c) QCOW_TRY(update(c, -1));
+  return Status::ok();
+}
+
+}  // namespace qcow

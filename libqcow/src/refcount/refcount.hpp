@@ -1,0 +1,77 @@
+// Refcounts: the refcount table, refcount blocks (through a TableCache) and the cluster allocator.
+//
+// Widths 1..64 bits (refcount_order 0..6). Sub-byte entries are packed with
+// entry 0 in the least significant bits of byte 0, as the spec says.
+//
+// Allocation never needs an outside resource: a missing refcount block for a
+// range is created at the range's first cluster, describing itself (all counts
+// in a range without a block are zero, so that cluster is free); a refcount
+// table too small for a new block is moved to a fresh area that carries its
+// own new blocks. Frees are deferred (free_later) and applied only after the
+// metadata that stopped referencing the clusters is durable, so a crash can
+// leak clusters but never leave a cluster referenced with a refcount of 0.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "cache/table_cache.hpp"
+#include "map/geometry.hpp"
+#include "qcow/file.hpp"
+#include "qcow/status.hpp"
+
+namespace qcow {
+
+uint64_t get_refcount_entry(const uint8_t* block, uint32_t order, uint64_t index);
+void set_refcount_entry(uint8_t* block, uint32_t order, uint64_t index, uint64_t value);
+
+class Refcounts {
+ public:
+  // Writes the new table location into the header (bytes 48-59) and makes it durable.
+  using ReftableMovedFn = std::function<Status(uint64_t offset, uint32_t clusters)>;
+
+  Refcounts(File* file, WriteBarrier* barrier, const Geometry& geo, size_t cache_slices);
+
+  Status load(uint64_t reftable_offset, uint32_t reftable_clusters);
+  void set_reftable_moved(ReftableMovedFn fn) { on_moved_ = std::move(fn); }
+
+  Result<uint64_t> get(uint64_t cluster_index);
+  // Adds delta to a cluster's refcount; the refcount block must exist when delta > 0
+  // (alloc guarantees it). Overflow and underflow are corruption.
+  Status update(uint64_t cluster_index, int64_t delta);
+  // Allocates n contiguous clusters with refcount 1 and returns the host offset of the first.
+  Result<uint64_t> alloc(uint64_t n);
+  // Allocates n contiguous clusters starting at exactly host_offset if they are all free.
+  Result<bool> try_alloc_at(uint64_t host_offset, uint64_t n);
+  // Schedules a refcount decrement of n clusters from host_offset (see apply_deferred).
+  void free_later(uint64_t host_offset, uint64_t n);
+  Status apply_deferred();
+  bool has_deferred() const { return !deferred_.empty(); }
+  Status flush() { return cache_.flush(); }
+  TableCache& cache() { return cache_; }
+  uint64_t reftable_offset() const { return reftable_offset_; }
+  uint32_t reftable_clusters() const { return reftable_clusters_; }
+  const std::vector<uint64_t>& reftable() const { return reftable_; }
+  // One past the highest cluster that has a refcount block range (bounds scans).
+  uint64_t covered_clusters() const { return uint64_t(reftable_.size()) << geo_.refblock_bits; }
+
+ private:
+  Result<uint64_t> block_offset(uint64_t rt_index);  // 0 when missing
+  Result<uint64_t> find_free_run(uint64_t start, uint64_t n);
+  Status create_block(uint64_t rt_index);
+  Status grow_table(uint64_t needed_index);
+
+  File* file_;
+  WriteBarrier* barrier_;
+  Geometry geo_;
+  TableCache cache_;
+  std::vector<uint64_t> reftable_;
+  uint64_t reftable_offset_ = 0;
+  uint32_t reftable_clusters_ = 0;
+  uint64_t free_hint_ = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> deferred_;
+  ReftableMovedFn on_moved_;
+};
+
+}  // namespace qcow
