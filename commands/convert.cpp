@@ -223,13 +223,20 @@ struct Copier {
       uint64_t run = 0;
       bool zero = false;
       QCOW_TRY(src.next_run(t, total - t, &run, &zero));
+      if (zero && run > 0 && sparse == 0 && !compress) zero = false;  // -S 0: allocate everything
       if (zero && run > 0) {
         QCOW_TRY(zeroes(t, run));
         if (t + run >= total) break;
-        // Compressed writes need whole clusters: restart at the boundary (the
-        // zeros before the data are rewritten harmlessly).
-        t = compress ? std::max(t, (t + run) / align * align) : t + run;
-        continue;
+        const uint64_t data = t + run;
+        if (!compress || data % align == 0) {
+          t = data;
+          continue;
+        }
+        // Compressed writes need whole clusters: start the data window at the
+        // cluster boundary (the zeros before the data are rewritten harmlessly).
+        QCOW_TRY(src.next_run(data, total - data, &run, &zero));
+        run += data - std::max(t, data / align * align);
+        t = std::max(t, data / align * align);
       }
       // A data run, in chunks aligned to the target cluster size.
       uint64_t end = std::min(t / chunk * chunk + chunk, total);

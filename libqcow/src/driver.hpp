@@ -19,6 +19,7 @@ struct LayerRun {
   uint64_t length = 0;
   uint64_t host_offset = 0;   // kData, and kZero with preallocated space (then has_host is true)
   bool has_host = false;
+  bool file_zero = false;     // kData whose host bytes are a hole in the file (want_zero only)
 };
 
 class Driver {
@@ -37,6 +38,9 @@ class Driver {
   virtual Status close() = 0;
   // The run of this layer alone that starts at offset (length <= max_length, > 0).
   virtual Result<LayerRun> layer_status(uint64_t offset, uint64_t max_length) = 0;
+  // Like layer_status, but refined the way QEMU's block status is with want_zero
+  // (qemu-img map): data in a host hole may be reported as reading zeros.
+  virtual Result<LayerRun> map_status(uint64_t offset, uint64_t max_length) { return layer_status(offset, max_length); }
   virtual ImageInfo info() const = 0;
   virtual Driver* backing() = 0;
   virtual CacheStats cache_stats() const { return {}; }

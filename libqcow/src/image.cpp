@@ -141,7 +141,7 @@ namespace {
 
 // One extent at `offset` for the chain starting at `d` (depth counts down the chain).
 Result<Extent> chain_status(Driver& d, uint64_t offset, uint64_t max_len, int depth) {
-  QCOW_ASSIGN_OR_RETURN(LayerRun r, d.layer_status(offset, max_len));
+  QCOW_ASSIGN_OR_RETURN(LayerRun r, d.map_status(offset, max_len));
   Extent e;
   e.offset = offset;
   e.length = r.length;
@@ -149,7 +149,7 @@ Result<Extent> chain_status(Driver& d, uint64_t offset, uint64_t max_len, int de
   e.file = d.path();
   if (r.has_host) e.host_offset = r.host_offset;
   switch (r.kind) {
-    case LayerRun::kData: e.present = true; e.data = true; return e;
+    case LayerRun::kData: e.present = true; e.data = true; e.zero = r.file_zero; return e;
     case LayerRun::kCompressed: e.present = true; e.data = true; e.compressed = true; return e;
     case LayerRun::kZero: e.present = true; e.zero = true; return e;
     case LayerRun::kUnallocated: break;

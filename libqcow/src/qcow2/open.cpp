@@ -120,7 +120,7 @@ Status Qcow2Driver::open(int depth, std::vector<std::string>& chain) {
     std::filesystem::path p(h.backing_file);
     if (p.is_relative() && h.backing_file.find(':') == std::string::npos)
       p = std::filesystem::path(file_->path()).parent_path() / p;
-    backing_path_ = p.lexically_normal().string();
+    backing_path_ = p.string();
     std::error_code ec;
     std::string canon = std::filesystem::weakly_canonical(backing_path_, ec).string();
     for (const auto& c : chain)
@@ -213,7 +213,7 @@ ImageInfo Qcow2Driver::info() const {
   if (!header_.backing_file.empty()) {
     std::filesystem::path p(header_.backing_file);
     if (p.is_relative()) p = std::filesystem::path(file_->path()).parent_path() / p;
-    i.full_backing_filename = backing_path_.empty() ? p.lexically_normal().string() : backing_path_;
+    i.full_backing_filename = backing_path_.empty() ? p.string() : backing_path_;
   }
   i.backing_format = header_.backing_format.value_or("");
   i.data_file = header_.data_file.value_or("");

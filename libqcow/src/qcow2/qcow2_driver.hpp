@@ -39,6 +39,7 @@ class Qcow2Driver final : public Driver {
   Status resize(uint64_t new_size) override;
   Status close() override;
   Result<LayerRun> layer_status(uint64_t offset, uint64_t max_length) override;
+  Result<LayerRun> map_status(uint64_t offset, uint64_t max_length) override;
   ImageInfo info() const override;
   Driver* backing() override { return backing_.get(); }
   CacheStats cache_stats() const override;
@@ -101,6 +102,8 @@ class Qcow2Driver final : public Driver {
   std::vector<uint8_t> ccache_;
   uint64_t compressed_next_ = 0;  // next free byte for packing compressed clusters (0: none)
   bool closed_ = false;
+  int metadata_preallocation_ = -1;  // QEMU's heuristic, computed on first map_status (-1: not yet)
+  Result<bool> detect_metadata_preallocation();
   std::vector<uint8_t> scratch_;  // copy-on-write assembly buffer, reused across writes
 };
 

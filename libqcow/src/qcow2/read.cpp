@@ -182,3 +182,40 @@ Status Qcow2Driver::read_view(uint64_t offset, std::span<uint8_t> buf) {
 }
 
 }  // namespace qcow
+
+namespace qcow {
+
+// QEMU (qcow2_detect_metadata_preallocation) treats an image as metadata-preallocated
+// when clearly more clusters are refcounted than the host file has allocated; its block
+// status then looks into the host file and reports holes under data clusters as zeros.
+// qemu-img map shows that, so map_status mirrors it.
+Result<bool> Qcow2Driver::detect_metadata_preallocation() {
+  if (metadata_preallocation_ >= 0) return metadata_preallocation_ == 1;
+  QCOW_ASSIGN_OR_RETURN(uint64_t file_length, file_->size());
+  QCOW_ASSIGN_OR_RETURN(uint64_t allocated, file_->allocated_bytes());
+  uint64_t real_clusters = allocated / geo_.cluster_size;
+  uint64_t threshold = std::max(real_clusters * 10 / 9, file_length / 4 / geo_.cluster_size);
+  if (!writable_ && refcounts_->reftable().empty())
+    QCOW_TRY(refcounts_->load(header_.refcount_table_offset, header_.refcount_table_clusters));
+  uint64_t end_cluster = div_round_up(file_length, geo_.cluster_size), count = 0;
+  for (uint64_t c = 0; c < end_cluster && count <= threshold; ++c) {
+    QCOW_ASSIGN_OR_RETURN(uint64_t rc, refcounts_->get(c));
+    count += rc != 0;
+  }
+  metadata_preallocation_ = count > threshold ? 1 : 0;
+  return metadata_preallocation_ == 1;
+}
+
+Result<LayerRun> Qcow2Driver::map_status(uint64_t offset, uint64_t max_length) {
+  QCOW_ASSIGN_OR_RETURN(LayerRun run, layer_status(offset, max_length));
+  if (run.kind != LayerRun::kData || header_.crypt_method) return run;
+  QCOW_ASSIGN_OR_RETURN(bool prealloc, detect_metadata_preallocation());
+  if (!prealloc) return run;
+  uint64_t end = 0;
+  QCOW_ASSIGN_OR_RETURN(bool data, file_->probe_data(run.host_offset, &end));
+  if (end > run.host_offset) run.length = std::min(run.length, end - run.host_offset);
+  run.file_zero = !data;
+  return run;
+}
+
+}  // namespace qcow

@@ -197,14 +197,17 @@ Status Qcow2Driver::write_allocating(uint64_t pos, std::span<const uint8_t> data
   QCOW_TRY(read_view(buf_guest, std::span(scratch_).first(head)));
   std::memcpy(scratch_.data() + head, data.data(), run_end - pos);
   QCOW_TRY(read_view(run_end, std::span(scratch_).subspan(tail_at)));
-  // Zeros need not be written into fresh space past the end of the file: it reads as zeros.
+  // Zero head/tail in fresh space past the end of the file: reserve the range with one
+  // fallocate (reads as zeros, like QEMU's write_zeroes of zero COW regions) and write only
+  // the rest. Leaving holes instead would make QEMU treat the image as metadata-preallocated.
   uint64_t w0 = 0, w1 = buf_len;
-  if (fresh && options_.alloc != AllocPolicy::kReserve) {
+  const uint64_t host_buf = host + range[0].first;
+  if (fresh) {
     if (buffer_is_zero(scratch_.data(), head)) w0 = head;
     if (buffer_is_zero(scratch_.data() + tail_at, buf_len - tail_at)) w1 = tail_at;
+    if ((w0 || w1 < buf_len) && options_.alloc != AllocPolicy::kReserve) QCOW_TRY(file_->allocate(host_buf, buf_len));
   }
   if (header_.crypt_method) return Status::unsupported("writing encrypted images is not supported yet");
-  const uint64_t host_buf = host + range[0].first;
   QCOW_TRY(file_->write_at(host_buf + w0, std::span<const uint8_t>(scratch_.data() + w0, w1 - w0)));
   barrier_.note_write();
   file_size_ = std::max(file_size_, host_buf + w1);

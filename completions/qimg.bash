@@ -1,0 +1,71 @@
+# bash completion for qimg                                   -*- shell-script -*-
+# Keep in sync with the command table in cli/main.cpp and man/qimg.1.
+
+_qimg_create_keys="backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= lazy_refcounts= preallocation= refcount_bits= size= help"
+
+_qimg()
+{
+    local cur prev words cword
+    _init_completion -s || return
+
+    local commands="check convert create info io map"
+    local cmd="" i
+    for ((i = 1; i < cword; i++)); do
+        case ${words[i]} in
+            check|convert|create|info|io|map) cmd=${words[i]}; break ;;
+        esac
+    done
+
+    if [[ -z $cmd ]]; then
+        COMPREPLY=($(compgen -W "$commands --version --help" -- "$cur"))
+        return
+    fi
+
+    case $prev in
+        -f|-O|-F)
+            COMPREPLY=($(compgen -W "qcow2 raw" -- "$cur")); return ;;
+        --output)
+            COMPREPLY=($(compgen -W "human json" -- "$cur")); return ;;
+        -t|--cache)
+            COMPREPLY=($(compgen -W "none writeback writethrough directsync unsafe" -- "$cur")); return ;;
+        -r)
+            if [[ $cmd == check ]]; then COMPREPLY=($(compgen -W "leaks all" -- "$cur")); return; fi ;;
+        -o)
+            local prefix="" last="$cur"
+            if [[ $cur == *,* ]]; then prefix="${cur%,*},"; last="${cur##*,}"; fi
+            case $last in
+                compat=*) COMPREPLY=($(compgen -P "$prefix${last%%=*}=" -W "0.10 1.1 v2 v3" -- "${last#*=}")) ;;
+                preallocation=*) COMPREPLY=($(compgen -P "$prefix${last%%=*}=" -W "off metadata falloc full" -- "${last#*=}")) ;;
+                compression_type=*) COMPREPLY=($(compgen -P "$prefix${last%%=*}=" -W "zlib zstd" -- "${last#*=}")) ;;
+                extended_l2=*|lazy_refcounts=*|data_file_raw=*|encryption=*)
+                    COMPREPLY=($(compgen -P "$prefix${last%%=*}=" -W "on off" -- "${last#*=}")) ;;
+                *) COMPREPLY=($(compgen -P "$prefix" -W "$_qimg_create_keys" -- "$last")); compopt -o nospace ;;
+            esac
+            return ;;
+        -b|-B)
+            _filedir; return ;;
+        -c|--cmd)
+            if [[ $cmd == io ]]; then
+                COMPREPLY=($(compgen -W "read write discard flush map info" -- "$cur")); return
+            fi ;;
+        -S|-m|-l|-s|--start-offset|--max-length)
+            return ;;
+    esac
+
+    if [[ $cur == -* ]]; then
+        local opts
+        case $cmd in
+            create)  opts="-f -o -b -F -u -q --help" ;;
+            info)    opts="-f --output --backing-chain -U --force-share --help" ;;
+            map)     opts="-f --output --start-offset --max-length -U --force-share --help" ;;
+            convert) opts="-f -O -o -c -p -q -n -S -U --force-share -B -F -l -s -m -W --target-is-zero --help" ;;
+            io)      opts="-f -U --force-share -r --read-only -t --cache -c --cmd --help" ;;
+            check)   opts="-f -r --output -q -U --force-share --help" ;;
+        esac
+        COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+        [[ ${COMPREPLY-} == *= ]] && compopt -o nospace
+        return
+    fi
+    _filedir
+} &&
+    complete -F _qimg qimg

@@ -1,0 +1,73 @@
+# fish completion for qimg. Keep in sync with cli/main.cpp and man/qimg.1.
+
+set -l cmds check convert create info io map
+set -l okeys backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= lazy_refcounts= preallocation= refcount_bits= size= help
+
+complete -c qimg -f
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -s V -l version -d 'Print version'
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -s h -l help -d 'Print help'
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a check -d 'Check the image for errors'
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a convert -d 'Convert or copy images'
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a create -d 'Create a new image'
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a info -d 'Show information about an image'
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a io -d 'Run qemu-io style commands'
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a map -d 'Show the allocation map'
+
+# create
+complete -c qimg -n '__fish_seen_subcommand_from create' -F
+complete -c qimg -n '__fish_seen_subcommand_from create' -s f -x -a 'qcow2 raw' -d 'Image format'
+complete -c qimg -n '__fish_seen_subcommand_from create' -s o -x -a "$okeys" -d 'Format options'
+complete -c qimg -n '__fish_seen_subcommand_from create' -s b -r -F -d 'Backing file'
+complete -c qimg -n '__fish_seen_subcommand_from create' -s F -x -a 'qcow2 raw' -d 'Backing file format'
+complete -c qimg -n '__fish_seen_subcommand_from create' -s u -d 'Do not open the backing file'
+complete -c qimg -n '__fish_seen_subcommand_from create' -s q -d 'Quiet'
+
+# info
+complete -c qimg -n '__fish_seen_subcommand_from info' -F
+complete -c qimg -n '__fish_seen_subcommand_from info' -s f -x -a 'qcow2 raw' -d 'Image format'
+complete -c qimg -n '__fish_seen_subcommand_from info' -l output -x -a 'human json' -d 'Output format'
+complete -c qimg -n '__fish_seen_subcommand_from info' -l backing-chain -d 'Show the backing chain'
+complete -c qimg -n '__fish_seen_subcommand_from info' -s U -l force-share -d 'Do not take the lock'
+
+# map
+complete -c qimg -n '__fish_seen_subcommand_from map' -F
+complete -c qimg -n '__fish_seen_subcommand_from map' -s f -x -a 'qcow2 raw' -d 'Image format'
+complete -c qimg -n '__fish_seen_subcommand_from map' -l output -x -a 'human json' -d 'Output format'
+complete -c qimg -n '__fish_seen_subcommand_from map' -l start-offset -x -d 'First offset'
+complete -c qimg -n '__fish_seen_subcommand_from map' -l max-length -x -d 'Length to map'
+complete -c qimg -n '__fish_seen_subcommand_from map' -s U -l force-share -d 'Do not take the lock'
+
+# convert
+complete -c qimg -n '__fish_seen_subcommand_from convert' -F
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s f -x -a 'qcow2 raw' -d 'Source format'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s O -x -a 'qcow2 raw' -d 'Output format'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s o -x -a "$okeys" -d 'Output format options'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s c -d 'Compress the output'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s p -d 'Show progress'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s q -d 'Quiet'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s n -d 'Do not create the target'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s S -x -d 'Minimum zero run left unwritten'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s U -l force-share -d 'Do not take the lock'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s B -r -F -d 'Backing file (not supported yet)'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s F -x -a 'qcow2 raw' -d 'Backing format (not supported yet)'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s l -x -d 'Snapshot (not supported yet)'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s s -x -d 'Snapshot (not supported yet)'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s m -x -d 'Parallel requests (ignored)'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s W -d 'Out-of-order writes (ignored)'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -l target-is-zero -d 'Target reads as zeros (needs -n)'
+
+# io
+complete -c qimg -n '__fish_seen_subcommand_from io' -F
+complete -c qimg -n '__fish_seen_subcommand_from io' -s f -x -a 'qcow2 raw' -d 'Image format'
+complete -c qimg -n '__fish_seen_subcommand_from io' -s U -l force-share -d 'Do not take the lock'
+complete -c qimg -n '__fish_seen_subcommand_from io' -s r -l read-only -d 'Open read-only'
+complete -c qimg -n '__fish_seen_subcommand_from io' -s t -l cache -x -a 'none writeback writethrough directsync unsafe' -d 'Cache mode'
+complete -c qimg -n '__fish_seen_subcommand_from io' -s c -l cmd -x -a 'read write discard flush map info' -d 'Command'
+
+# check
+complete -c qimg -n '__fish_seen_subcommand_from check' -F
+complete -c qimg -n '__fish_seen_subcommand_from check' -s f -x -a 'qcow2 raw' -d 'Image format'
+complete -c qimg -n '__fish_seen_subcommand_from check' -s r -x -a 'leaks all' -d 'Repair'
+complete -c qimg -n '__fish_seen_subcommand_from check' -l output -x -a 'human json' -d 'Output format'
+complete -c qimg -n '__fish_seen_subcommand_from check' -s q -d 'Quiet'
+complete -c qimg -n '__fish_seen_subcommand_from check' -s U -l force-share -d 'Do not take the lock'
