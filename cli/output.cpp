@@ -109,8 +109,8 @@ std::optional<uint64_t> parse_size_arg(std::string_view what, std::string_view t
   SizeParse r = parse_size(text, &v);
   if (r == SizeParse::kInvalid) {
     *error = fmt::format(
-        "Invalid {} specified. You may use k, M, G, T, P or E suffixes for\n"
-        "qimg: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.",
+        "Invalid {} specified. You may use k, M, G, T, P or E suffixes for "
+        "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.",
         what);
     return std::nullopt;
   }

@@ -34,7 +34,7 @@ SizeParse parse_size(std::string_view text, uint64_t* out);
 
 // qemu-img's cvtnum_full(): parses `text` and checks it is in [min, max].
 // On failure *error holds qemu-img's message, e.g. "Invalid image size
-// specified. You may use k, M, G, T, P or E suffixes for\nkilobytes, ...".
+// specified. You may use k, M, G, T, P or E suffixes for kilobytes, ..." (one line, unlike qemu-img).
 std::optional<uint64_t> parse_size_arg(std::string_view what, std::string_view text, uint64_t min,
                                        uint64_t max, std::string* error);
 constexpr uint64_t kInt64Max = 0x7fffffffffffffffULL;

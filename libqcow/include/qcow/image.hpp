@@ -50,6 +50,10 @@ struct OpenOptions {
   FileWrapFn wrap_file;
   // Repair refcounts when opening a dirty image for writing (QEMU does; tests may turn it off).
   bool repair_dirty = true;
+  // Opened by check (qimg check, check_image): tolerate what check reports and
+  // repairs (unaligned L2 offsets in the L1 table), allow opening an image marked
+  // corrupt for writing, and keep autoclear bits (check writes no guest data).
+  bool repair = false;
 };
 
 struct CreateOptions {

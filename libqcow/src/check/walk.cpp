@@ -2,77 +2,270 @@
 
 #include <fmt/format.h>
 
+#include <set>
+
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
-#include "map/l2_entry.hpp"
 
 namespace qcow {
 namespace {
 
 constexpr uint64_t kMaxWalkClusters = 1ull << 28;  // 2 GiB of counters at most
+// References this far past the end of the file are not counted (QEMU would grow its
+// array to any size); they are findings of their own.
+constexpr uint64_t kMaxClustersPastEnd = 1ull << 20;
 
 class Walker {
  public:
-  Walker(Qcow2Driver& d, RefcountWalk& out, uint64_t file_size)
-      : d_(d), g_(d.geometry()), out_(out), file_size_(file_size) {}
+  Walker(Qcow2Driver& d, RefcountWalk& out, uint64_t file_size, WalkFixes fixes)
+      : d_(d), g_(d.geometry()), out_(out), file_size_(file_size), plan_(fixes == WalkFixes::kPlan) {
+    limit_clusters_ = std::min(kMaxWalkClusters, div_round_up(file_size, g_.cluster_size) + kMaxClustersPastEnd);
+  }
 
-  // Counts [offset, offset+len) as referenced once by `what`.
-  void ref(uint64_t offset, uint64_t len, const std::string& what) {
+  // False when host_offset lies so far past the end of the file that it is not counted.
+  bool countable(uint64_t host_offset) const { return (host_offset >> g_.cluster_bits) < limit_clusters_; }
+
+  // Counts [offset, offset+len) as referenced once (QEMU's qcow2_inc_refcounts_imrt).
+  void ref(uint64_t offset, uint64_t len) {
     if (!len) return;
-    if (offset >= kMaxHostOffset || offset + len > align_up(file_size_, g_.cluster_size)) {
-      out_.corruptions.push_back(fmt::format("{} at {:#x} (+{:#x}) lies beyond the end of the file", what, offset, len));
+    uint64_t first = offset >> g_.cluster_bits, last = (offset + len - 1) >> g_.cluster_bits;
+    if (last >= limit_clusters_) {
+      out_.messages.push_back(fmt::format("ERROR reference to {:#x} (+{:#x}) lies far beyond the end of the file", offset, len));
+      ++out_.check_errors;
       return;
     }
-    for (uint64_t c = offset >> g_.cluster_bits; c <= (offset + len - 1) >> g_.cluster_bits; ++c) {
-      if (c >= out_.counts.size()) out_.counts.resize(c + 1, 0);
+    if (last >= out_.counts.size()) out_.counts.resize(last + 1, 0);
+    for (uint64_t c = first; c <= last; ++c) {
+      if (out_.counts[c] == g_.max_refcount()) {
+        out_.messages.push_back(fmt::format("ERROR: overflow cluster offset={:#x}", c << g_.cluster_bits));
+        out_.messages.push_back("Use qemu-img amend to increase the refcount entry size");
+        ++out_.corruptions;
+        continue;
+      }
       ++out_.counts[c];
     }
   }
 
-  Status table(uint64_t offset, uint64_t bytes, std::vector<uint8_t>& buf, const std::string& what) {
+  // Reads a table; bytes past the end of the file read as zeros (as in QEMU).
+  Status table(uint64_t offset, uint64_t bytes, std::vector<uint8_t>& buf) {
     buf.assign(bytes, 0);
-    if (offset + bytes > file_size_) {
-      out_.corruptions.push_back(fmt::format("{} at {:#x} lies beyond the end of the file", what, offset));
-      return Status::corrupt("table beyond the end of the file");
+    if (offset >= file_size_) return Status::ok();
+    auto got = d_.file().read_at(offset, std::span<uint8_t>(buf.data(), std::min(bytes, file_size_ - offset)));
+    if (!got) {
+      out_.messages.push_back(fmt::format("ERROR: I/O error reading the table at {:#x}: {}", offset, got.status().message()));
+      ++out_.check_errors;
+      return got.status();
     }
-    QCOW_ASSIGN_OR_RETURN(size_t got, d_.file().read_at(offset, buf));
-    (void)got;
     return Status::ok();
   }
 
-  Status l1(uint64_t l1_offset, uint32_t l1_size, const std::string& name) {
+  // A finding. Fixable ones become repairs in plan mode; the rest are corruptions.
+  void problem(bool fixable, const std::string& text) {
+    if (plan_ && fixable) {
+      out_.messages.push_back("Repairing " + text);
+      ++out_.planned_fixes;
+    } else {
+      out_.messages.push_back("ERROR " + text);
+      ++out_.corruptions;
+    }
+  }
+
+  // QEMU's check_refcounts_l1.
+  Status l1(uint64_t l1_offset, uint32_t l1_size, bool active) {
     if (!l1_size) return Status::ok();
-    ref(l1_offset, uint64_t(l1_size) * 8, name + " L1 table");
+    ref(l1_offset, uint64_t(l1_size) * 8);
     std::vector<uint8_t> raw;
-    if (!table(l1_offset, uint64_t(l1_size) * 8, raw, name + " L1 table").is_ok()) return Status::ok();
-    std::vector<uint8_t> l2;
+    QCOW_TRY(table(l1_offset, uint64_t(l1_size) * 8, raw));
     for (uint32_t i = 0; i < l1_size; ++i) {
       uint64_t e = load_be64(raw.data() + 8 * i);
-      uint64_t off = e & kL1eOffsetMask;
-      if (!off) continue;
-      if (off & (g_.cluster_size - 1)) {
-        out_.corruptions.push_back(fmt::format("L2 table offset {:#x} unaligned ({} L1 index {:#x})", off, name, i));
-        continue;
+      if (!e) continue;
+      uint64_t fixed = e;
+      if (e & kL1eReservedMask) {
+        problem(true, fmt::format("found L1 entry with reserved bits set: {:x}", e));
+        fixed &= ~kL1eReservedMask;
       }
-      ref(off, g_.cluster_size, "L2 table");
-      if (!table(off, g_.cluster_size, l2, "L2 table").is_ok()) continue;
-      for (uint64_t j = 0; j < g_.l2_entries; ++j) {
-        L2Entry le;
-        le.word = load_be64(l2.data() + j * g_.l2_entry_size);
-        if (g_.extended_l2) le.bitmap = load_be64(l2.data() + j * g_.l2_entry_size + 8);
-        if (le.compressed()) {
-          CompressedExtent ce = compressed_extent(g_, le);
-          ref(ce.offset, ce.length, "compressed cluster");
-          ++out_.compressed_clusters;
-          ++out_.allocated_clusters;
-        } else if (uint64_t h = le.host_offset()) {
-          if (h & (g_.cluster_size - 1)) {
-            out_.corruptions.push_back(fmt::format("cluster allocation offset {:#x} unaligned (L2 offset {:#x}, L2 index {:#x})", h, off, j));
-            continue;
-          }
-          ref(h, g_.cluster_size, "data cluster");
-          ++out_.allocated_clusters;
-        }
+      uint64_t off = e & kL1eOffsetMask;
+      bool drop = false;
+      if (off & (g_.cluster_size - 1)) {
+        problem(true, fmt::format("l2_offset={:x}: Table is not cluster aligned; L1 entry corrupted{}", off,
+                                  plan_ ? " (L1 entry cleared: its guest data is lost)" : ""));
+        drop = true;
+      } else if (!countable(off)) {
+        problem(true, fmt::format("l2_offset={:x}: Table lies far beyond the end of the file; L1 entry corrupted{}", off,
+                                  plan_ ? " (L1 entry cleared)" : ""));
+        drop = true;
+      }
+      if (drop) fixed = 0;
+      if (plan_ && fixed != e) out_.l1_fixes.push_back({l1_offset, i, fixed});
+      if (drop && (plan_ || !countable(off))) continue;
+      ref(off, g_.cluster_size);
+      QCOW_TRY(l2(off, active));
+    }
+    return Status::ok();
+  }
+
+  // QEMU's check_refcounts_l2, plus the extended-L2 descriptor bit 0 check.
+  Status l2(uint64_t l2_offset, bool active) {
+    std::vector<uint8_t> raw;
+    QCOW_TRY(table(l2_offset, g_.cluster_size, raw));
+    // A table shared with snapshots is reported on every visit (as QEMU does) but repaired once.
+    bool first_visit = visited_l2_.insert(l2_offset).second;
+    bool plan_here = plan_ && first_visit;
+    uint64_t next_contiguous = 0;
+    for (uint64_t j = 0; j < g_.l2_entries; ++j) {
+      L2Entry e;
+      e.word = load_be64(raw.data() + j * g_.l2_entry_size);
+      if (g_.extended_l2) e.bitmap = load_be64(raw.data() + j * g_.l2_entry_size + 8);
+      L2Entry fixed = e;
+      bool drop = entry(l2_offset, j, e, active, fixed, next_contiguous, plan_ && !first_visit);
+      (void)drop;
+      if (plan_here && !(fixed == e)) out_.l2_fixes.push_back({l2_offset, j, fixed});
+    }
+    return Status::ok();
+  }
+
+  // One L2 entry. `quiet`: a repeated visit in plan mode (findings already recorded).
+  bool entry(uint64_t l2_offset, uint64_t j, L2Entry e, bool active, L2Entry& fixed, uint64_t& next_contiguous, bool quiet) {
+    auto finding = [&](bool fixable, const std::string& text) {
+      if (!quiet) problem(fixable, text);
+    };
+    const uint64_t cs = g_.cluster_size;
+    const bool ext = g_.extended_l2;
+    if (!e.compressed()) {
+      if (e.word & kL2eStdReservedMask) {
+        finding(true, fmt::format("found l2 entry with reserved bits set: {:x}", e.word));
+        fixed.word &= ~kL2eStdReservedMask;
+      }
+      // Not checked by QEMU: with extended L2 entries bit 0 is reserved (spec, "Standard Cluster Descriptor").
+      if (ext && (e.word & kOflagZero)) {
+        finding(true, fmt::format("l2 entry {:x} (L2 table {:#x}, index {}): bit 0 set in an extended L2 entry", e.word,
+                                  l2_offset, j));
+        fixed.word &= ~kOflagZero;
+      }
+    }
+    if (e.compressed()) {
+      CompressedExtent ce = compressed_extent(g_, e);
+      if (e.copied()) {
+        finding(true, fmt::format("coffset={:#x}: copied flag must never be set for compressed clusters", ce.offset));
+        fixed.word &= ~kOflagCopied;
+      }
+      if (e.bitmap) {
+        finding(true, fmt::format("compressed cluster {} with non-zero subcluster allocation bitmap, entry={:#x}", j, e.word));
+        fixed.bitmap = 0;
+        if (!plan_) return false;  // QEMU stops here: the compressed data is not counted
+      }
+      if (!countable(ce.offset)) {
+        finding(true, fmt::format("compressed cluster {} at {:#x} lies far beyond the end of the file{}", j, ce.offset,
+                                  plan_ ? " (L2 entry cleared)" : ""));
+        fixed = L2Entry{};
+        return true;
+      }
+      ref(ce.offset, ce.length);
+      if (active) {
+        ++out_.allocated_clusters;
+        ++out_.compressed_clusters;
+        ++out_.fragmented_clusters;  // compressed clusters are fragmented by nature (QEMU)
+        if (ext) out_.subclusters.allocated += g_.subclusters;
+      }
+      return false;
+    }
+    const uint64_t off = e.word & kL2eOffsetMask;
+    const uint64_t alloc = e.bitmap & kL2BitmapAllAlloc, zero = e.bitmap >> 32;
+    bool drop = false;
+    if (off) {  // QEMU's QCOW2_CLUSTER_NORMAL and QCOW2_CLUSTER_ZERO_ALLOC
+      if (ext && (alloc & zero)) {
+        finding(true, fmt::format("offset={:x}: Allocated cluster has corrupted subcluster allocation bitmap", off));
+        fixed.bitmap &= ~(alloc << 32);  // the host cluster exists: keep its data readable
+        if (active) ++out_.subclusters.bitmap_errors;
+      }
+      bool unaligned = off & (cs - 1);
+      if (unaligned || !countable(off)) {
+        bool has_data = ext ? alloc != 0 : !(e.word & kOflagZero);
+        std::string what = unaligned ? "is not properly aligned" : "lies far beyond the end of the file";
+        finding(true, fmt::format("offset={:x}: {} cluster {}; L2 entry corrupted.{}", off, has_data ? "Data" : "Preallocated",
+                                  what, plan_ ? has_data ? " (now reads as zeros)" : "" : ""));
+        fixed = zero_entry();
+        drop = true;
+      }
+      if (active) {
+        ++out_.allocated_clusters;
+        if (next_contiguous && off != next_contiguous) ++out_.fragmented_clusters;
+        next_contiguous = off + cs;
+      }
+      if (!(drop && (plan_ || !countable(off)))) ref(off, cs);
+    } else if (ext && alloc) {  // QCOW2_CLUSTER_UNALLOCATED with allocation bits
+      finding(true, fmt::format("Unallocated cluster has non-zero subcluster allocation map (L2 table {:#x}, index {}, "
+                                "bitmap {:#018x})", l2_offset, j, e.bitmap));
+      fixed.bitmap &= ~kL2BitmapAllAlloc;
+      if (active) ++out_.subclusters.bitmap_errors;
+    }
+    if (active && ext && !quiet) count_subclusters(fixed);
+    return drop;
+  }
+
+  // An entry that reads as zeros without a host cluster (unallocated on version 2).
+  L2Entry zero_entry() const {
+    L2Entry z;
+    if (g_.version < 3) return z;
+    if (g_.extended_l2) z.bitmap = kL2BitmapAllZero;
+    else z.word = kOflagZero;
+    return z;
+  }
+
+  // Subcluster statistics, on the entry as it reads once repaired.
+  void count_subclusters(L2Entry e) {
+    for (uint32_t sc = 0; sc < g_.subclusters; ++sc) {
+      SubclusterType t = subcluster_type(g_, e, sc);
+      if (t == SubclusterType::kNormal) ++out_.subclusters.allocated;
+      else if (is_zero_type(t)) ++out_.subclusters.zero;
+      else ++out_.subclusters.unallocated;
+    }
+  }
+
+  // Bitmap directory, bitmap tables and bitmap data clusters.
+  Status bitmaps(const BitmapsExtension& b) {
+    if (b.bitmap_directory_size > (64ull << 20)) return Status::limit("bitmap directory larger than 64 MiB");
+    ref(b.bitmap_directory_offset, b.bitmap_directory_size);
+    std::vector<uint8_t> dir, bt;
+    QCOW_TRY(table(b.bitmap_directory_offset, b.bitmap_directory_size, dir));
+    for (uint64_t p = 0; p + 24 <= dir.size();) {
+      uint64_t table_off = load_be64(dir.data() + p);
+      uint32_t table_size = load_be32(dir.data() + p + 8);
+      uint32_t name_size = load_be16(dir.data() + p + 18), extra = load_be32(dir.data() + p + 20);
+      if (uint64_t(table_size) * 8 > kMaxL1Bytes) return Status::limit("bitmap table too large");
+      ref(table_off, uint64_t(table_size) * 8);
+      if (table_size) {
+        QCOW_TRY(table(table_off, uint64_t(table_size) * 8, bt));
+        for (uint32_t i = 0; i < table_size; ++i)
+          if (uint64_t o = load_be64(bt.data() + 8 * i) & kL2eOffsetMask) ref(o, g_.cluster_size);
+      }
+      p += align_up(24 + uint64_t(extra) + name_size, 8);
+    }
+    return Status::ok();
+  }
+
+  // QEMU's check_refblocks: the refcount blocks must be aligned, inside the file and referenced once.
+  Status refblocks(const Header& h) {
+    const uint64_t cs = g_.cluster_size;
+    std::vector<uint8_t> rt;
+    QCOW_TRY(table(h.refcount_table_offset, uint64_t(h.refcount_table_clusters) << g_.cluster_bits, rt));
+    auto broken = [&](const std::string& text) {
+      out_.messages.push_back("ERROR " + text);
+      ++out_.corruptions;
+      ++out_.refblock_corruptions;
+      out_.rebuild = true;
+    };
+    for (uint64_t i = 0; i < rt.size() / 8; ++i) {
+      uint64_t e = load_be64(rt.data() + 8 * i), off = e & kReftOffsetMask, cluster = off >> g_.cluster_bits;
+      if (e & kReftReservedMask) {
+        broken(fmt::format("refcount table entry {} has reserved bits set", i));
+      } else if (off & (cs - 1)) {
+        broken(fmt::format("refcount block {} is not cluster aligned; refcount table entry corrupted", i));
+      } else if (off && cluster >= out_.counts.size()) {
+        broken(fmt::format("refcount block {} is outside image", i));
+      } else if (off) {
+        ref(off, cs);
+        if (out_.counts[cluster] != 1) broken(fmt::format("refcount block {} refcount={}", i, out_.counts[cluster]));
       }
     }
     return Status::ok();
@@ -83,55 +276,42 @@ class Walker {
   const Geometry& g_;
   RefcountWalk& out_;
   uint64_t file_size_;
+  bool plan_;
+  uint64_t limit_clusters_ = 0;
+  std::set<uint64_t> visited_l2_;
 };
 
 }  // namespace
 
-Status walk_refcounts(Qcow2Driver& d, WalkRefcountStructures mode, RefcountWalk& out) {
+Status walk_refcounts(Qcow2Driver& d, WalkRefcountStructures mode, RefcountWalk& out, WalkFixes fixes) {
   const Header& h = d.header();
   const Geometry& g = d.geometry();
   QCOW_ASSIGN_OR_RETURN(uint64_t file_size, d.file().size());
   uint64_t nclusters = div_round_up(file_size, g.cluster_size);
   if (nclusters > kMaxWalkClusters) return Status::limit("image file too large to walk (more than 2^28 clusters)");
   out.counts.assign(nclusters, 0);
-  Walker w(d, out, file_size);
-  w.ref(0, g.cluster_size, "header");
-  QCOW_TRY(w.l1(h.l1_table_offset, h.l1_size, "active"));
-  for (const auto& s : d.snapshots()) QCOW_TRY(w.l1(s.l1_table_offset, s.l1_size, fmt::format("snapshot '{}'", s.name)));
-  if (h.nb_snapshots) {
-    w.ref(h.snapshots_offset, d.snapshot_table_bytes(), "snapshot table");
-  }
-  if (h.bitmaps && h.bitmaps->bitmap_directory_size) {
-    const auto& b = *h.bitmaps;
-    if (b.bitmap_directory_size > (64ull << 20)) return Status::limit("bitmap directory larger than 64 MiB");
-    w.ref(b.bitmap_directory_offset, b.bitmap_directory_size, "bitmap directory");
-    std::vector<uint8_t> dir;
-    if (w.table(b.bitmap_directory_offset, b.bitmap_directory_size, dir, "bitmap directory").is_ok()) {
-      std::vector<uint8_t> bt;
-      for (uint64_t p = 0; p + 24 <= dir.size();) {
-        uint64_t table_off = load_be64(dir.data() + p);
-        uint32_t table_size = load_be32(dir.data() + p + 8);
-        uint32_t name_size = load_be16(dir.data() + p + 18), extra = load_be32(dir.data() + p + 20);
-        if (uint64_t(table_size) * 8 > kMaxL1Bytes) return Status::limit("bitmap table too large");
-        w.ref(table_off, uint64_t(table_size) * 8, "bitmap table");
-        if (table_size && w.table(table_off, uint64_t(table_size) * 8, bt, "bitmap table").is_ok())
-          for (uint32_t i = 0; i < table_size; ++i)
-            if (uint64_t o = load_be64(bt.data() + 8 * i) & kL2eOffsetMask) w.ref(o, g.cluster_size, "bitmap data");
-        p += align_up(24 + uint64_t(extra) + name_size, 8);
-      }
+  Walker w(d, out, file_size, fixes);
+  w.ref(0, g.cluster_size);
+  QCOW_TRY(w.l1(h.l1_table_offset, h.l1_size, true));
+  for (const auto& s : d.snapshots()) {
+    if (s.l1_table_offset & (g.cluster_size - 1)) {
+      w.problem(false, fmt::format("snapshot {} ({}) l1_offset={:#x}: L1 table is not cluster aligned; snapshot table "
+                                   "entry corrupted", s.id, s.name, s.l1_table_offset));
+      continue;
     }
-  }
-  if (h.crypto) w.ref(h.crypto->offset, h.crypto->length, "encryption header");
-  if (mode == WalkRefcountStructures::kInclude) {
-    w.ref(h.refcount_table_offset, uint64_t(h.refcount_table_clusters) << g.cluster_bits, "refcount table");
-    std::vector<uint8_t> rt;
-    if (w.table(h.refcount_table_offset, uint64_t(h.refcount_table_clusters) << g.cluster_bits, rt, "refcount table").is_ok()) {
-      for (size_t i = 0; i < rt.size() / 8; ++i) {
-        uint64_t off = load_be64(rt.data() + 8 * i) & kReftOffsetMask;
-        if (off) w.ref(off, g.cluster_size, "refcount block");
-      }
+    if (s.l1_size > kMaxL1Bytes / 8) {
+      w.problem(false, fmt::format("snapshot {} ({}) l1_size={:#x}: L1 table is too large; snapshot table entry corrupted",
+                                   s.id, s.name, s.l1_size));
+      continue;
     }
+    QCOW_TRY(w.l1(s.l1_table_offset, s.l1_size, false));
   }
+  if (h.nb_snapshots) w.ref(h.snapshots_offset, d.snapshot_table_bytes());
+  if (mode == WalkRefcountStructures::kInclude)
+    w.ref(h.refcount_table_offset, uint64_t(h.refcount_table_clusters) << g.cluster_bits);
+  if (h.crypto) w.ref(h.crypto->offset, h.crypto->length);
+  if (h.bitmaps && h.bitmaps->bitmap_directory_size) QCOW_TRY(w.bitmaps(*h.bitmaps));
+  if (mode == WalkRefcountStructures::kInclude) QCOW_TRY(w.refblocks(h));
   return Status::ok();
 }
 

@@ -13,7 +13,7 @@
 namespace qcow {
 
 Status Qcow2Driver::flush() {
-  if (!writable_) return Status::ok();
+  if (!writable_ || !opened_) return Status::ok();
   QCOW_TRY(refcounts_->flush());
   QCOW_TRY(barrier_.barrier());
   QCOW_TRY(l2_cache_->flush());
@@ -85,6 +85,7 @@ Status Qcow2Driver::resize(uint64_t new_size) {
 Status Qcow2Driver::close() {
   if (closed_) return Status::ok();
   closed_ = true;
+  if (!opened_) return Status::ok();  // a failed open wrote nothing that needs flushing
   Status s = flush();
   if (backing_) {
     Status b = backing_->close();

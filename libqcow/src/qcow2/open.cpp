@@ -64,7 +64,7 @@ Status Qcow2Driver::open(int depth, std::vector<std::string>& chain) {
   if (h.version == 2 && h.incompatible_features)
     return Status::corrupt("version 2 image with incompatible feature bits set");
   writable_ = options_.writable;
-  if (writable_ && (h.incompatible_features & kIncompatCorrupt))
+  if (writable_ && (h.incompatible_features & kIncompatCorrupt) && !options_.repair)
     return Status::error(ErrorCode::kReadOnly, "image is marked corrupt and cannot be opened read/write; run 'qimg check -r all'");
   if (writable_ && h.crypt_method)
     return Status::unsupported("writing encrypted images is not supported yet");
@@ -84,7 +84,7 @@ Status Qcow2Driver::open(int depth, std::vector<std::string>& chain) {
     for (size_t i = 0; i < l1_.size(); ++i) {
       l1_[i] = load_be64(raw.data() + 8 * i);
       uint64_t off = l1_[i] & kL1eOffsetMask;
-      if (off & (cs - 1))
+      if ((off & (cs - 1)) && !options_.repair)
         return Status::corrupt(fmt::format("L2 table offset {:#x} unaligned (L1 index {:#x})", off, i));
     }
   }
@@ -145,7 +145,7 @@ Status Qcow2Driver::open(int depth, std::vector<std::string>& chain) {
   if (writable_) {
     // Autoclear bits we do not maintain must be cleared before we write (spec); bitmaps
     // we do not update become inconsistent, which clearing bit 0 declares.
-    if (h.autoclear_features) {
+    if (h.autoclear_features && !options_.repair) {
       uint8_t b[8];
       store_be64(b, 0);
       QCOW_TRY(write_header_field(88, b));
@@ -157,6 +157,7 @@ Status Qcow2Driver::open(int depth, std::vector<std::string>& chain) {
       QCOW_TRY(update_incompatible(0, kIncompatDirty));
     }
   }
+  opened_ = true;
   return Status::ok();
 }
 

@@ -102,6 +102,7 @@ class Qcow2Driver final : public Driver {
   std::vector<uint8_t> ccache_;
   uint64_t compressed_next_ = 0;  // next free byte for packing compressed clusters (0: none)
   bool closed_ = false;
+  bool opened_ = false;           // open() completed; only then may close() flush
   int metadata_preallocation_ = -1;  // QEMU's heuristic, computed on first map_status (-1: not yet)
   Result<bool> detect_metadata_preallocation();
   std::vector<uint8_t> scratch_;  // copy-on-write assembly buffer, reused across writes

@@ -1,0 +1,48 @@
+// Pieces of check_image() shared by check/check.cpp, check/compare.cpp and check/repair.cpp.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "check/stored_refcounts.hpp"
+#include "check/walk.hpp"
+#include "qcow/check.hpp"
+#include "qcow2/qcow2_driver.hpp"
+
+namespace qcow {
+
+// Counts of one check pass (QEMU's BdrvCheckResult).
+struct CheckTally {
+  uint64_t corruptions = 0, leaks = 0, check_errors = 0;
+  uint64_t corruptions_fixed = 0, leaks_fixed = 0;
+  uint64_t refcount_corruptions = 0;  // stored < recomputed (a rebuild fixes these)
+  uint64_t highest_cluster = 0;       // highest cluster in use or with a refcount
+  bool rebuild = false;               // a used cluster has no refcount: patching cannot fix it
+};
+
+// QEMU's compare_refcounts(): stored against recomputed counts. With `fix` the
+// mismatches it may fix are changed in `stored` (write_back() makes them real):
+// leaks with kLeaks and kAll, too-low refcounts with kAll. A used cluster whose
+// stored refcount is 0 always sets tally.rebuild.
+Status compare_refcounts(StoredRefcounts& stored, const std::vector<uint64_t>& counts, Repair fix, CheckTally& tally,
+                         std::vector<std::string>& messages);
+
+// QEMU's check_oflag_copied(): COPIED on active L1 and L2 entries must be set
+// exactly when the stored refcount is 1. Repairs (entry by entry) when `repair`.
+Status check_copied(Qcow2Driver& d, StoredRefcounts& stored, bool repair, CheckTally& tally,
+                    std::vector<std::string>& messages);
+
+// Writes the L1/L2 entry fixes a WalkFixes::kPlan walk planned, then flushes.
+Status apply_entry_fixes(Qcow2Driver& d, const RefcountWalk& walk);
+
+// Sets and clears incompatible feature bits (version 3 only) and flushes.
+Status update_incompatible_bits(Qcow2Driver& d, uint64_t set, uint64_t clear);
+
+// check -r: one repairing pass over an image opened writable with OpenOptions::repair.
+Status repair_pass(Qcow2Driver& d, Repair repair, CheckTally& tally, std::vector<std::string>& messages);
+
+// One read-only pass: findings, counts and statistics into the report.
+Status check_pass(Qcow2Driver& d, CheckReport& report);
+
+}  // namespace qcow

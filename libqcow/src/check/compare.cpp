@@ -1,0 +1,101 @@
+// Comparing stored with recomputed refcounts, and the OFLAG_COPIED check.
+#include <fmt/format.h>
+
+#include "check/check_internal.hpp"
+#include "codec/bytes.hpp"
+#include "format/constants.hpp"
+
+namespace qcow {
+
+Status compare_refcounts(StoredRefcounts& stored, const std::vector<uint64_t>& counts, Repair fix, CheckTally& t,
+                         std::vector<std::string>& messages) {
+  for (uint64_t i = 0; i < counts.size(); ++i) {
+    auto r = stored.get(i);
+    if (!r) {
+      messages.push_back(fmt::format("Can't get refcount for cluster {}: {}", i, r.status().message()));
+      ++t.check_errors;
+      continue;
+    }
+    const uint64_t refcount = *r, reference = counts[i];
+    if (refcount || reference) t.highest_cluster = i;
+    if (refcount == reference) continue;
+    uint64_t* fixed = nullptr;
+    if (refcount == 0) {
+      t.rebuild = true;
+    } else if (refcount > reference && fix != Repair::kNone) {
+      fixed = &t.leaks_fixed;
+    } else if (refcount < reference && fix == Repair::kAll) {
+      fixed = &t.corruptions_fixed;
+    }
+    messages.push_back(fmt::format("{} cluster {} refcount={} reference={}",
+                                   fixed ? "Repairing" : refcount < reference ? "ERROR" : "Leaked", i, refcount, reference));
+    if (fixed) {
+      QCOW_TRY(stored.set(i, reference));
+      ++*fixed;
+      continue;
+    }
+    if (refcount < reference) {
+      ++t.corruptions;
+      ++t.refcount_corruptions;
+    } else {
+      ++t.leaks;
+    }
+  }
+  return Status::ok();
+}
+
+Status check_copied(Qcow2Driver& d, StoredRefcounts& stored, bool repair, CheckTally& t,
+                    std::vector<std::string>& messages) {
+  const Header& h = d.header();
+  const Geometry& g = d.geometry();
+  QCOW_ASSIGN_OR_RETURN(uint64_t file_size, d.file().size());
+  auto read_zero_filled = [&](uint64_t offset, std::vector<uint8_t>& buf) -> Status {
+    std::fill(buf.begin(), buf.end(), 0);
+    if (offset >= file_size) return Status::ok();
+    QCOW_ASSIGN_OR_RETURN(size_t got, d.file().read_at(offset, std::span<uint8_t>(buf.data(),
+                                                               std::min<uint64_t>(buf.size(), file_size - offset))));
+    (void)got;
+    return Status::ok();
+  };
+  std::vector<uint8_t> l1(uint64_t(h.l1_size) * 8), l2(g.cluster_size);
+  QCOW_TRY(read_zero_filled(h.l1_table_offset, l1));
+  const char* verb = repair ? "Repairing" : "ERROR";
+  for (uint32_t i = 0; i < h.l1_size; ++i) {
+    uint64_t l1e = load_be64(l1.data() + 8 * i), l2_offset = l1e & kL1eOffsetMask;
+    if (!l2_offset) continue;
+    auto rc = stored.get(l2_offset >> g.cluster_bits);
+    if (!rc) continue;  // QEMU: no message, no check error
+    if ((*rc == 1) != bool(l1e & kOflagCopied)) {
+      messages.push_back(fmt::format("{} OFLAG_COPIED L2 cluster: l1_index={} l1_entry={:x} refcount={}", verb, i, l1e, *rc));
+      if (repair) {
+        uint8_t b[8];
+        store_be64(b, *rc == 1 ? l1e | kOflagCopied : l1e & ~kOflagCopied);
+        QCOW_TRY(d.file().write_at(h.l1_table_offset + 8 * uint64_t(i), b));
+        ++t.corruptions_fixed;
+      } else {
+        ++t.corruptions;
+      }
+    }
+    QCOW_TRY(read_zero_filled(l2_offset, l2));
+    for (uint64_t j = 0; j < g.l2_entries; ++j) {
+      uint64_t e = load_be64(l2.data() + j * g.l2_entry_size), off = e & kL2eOffsetMask;
+      if ((e & kOflagCompressed) || !off) continue;  // only QEMU's NORMAL and ZERO_ALLOC clusters
+      auto drc = stored.get(off >> g.cluster_bits);
+      if (!drc) continue;
+      if ((*drc == 1) == bool(e & kOflagCopied)) continue;
+      messages.push_back(fmt::format("{} OFLAG_COPIED data cluster: l2_entry={:x} refcount={}", verb, e, *drc));
+      if (repair) {
+        uint8_t b[8];
+        store_be64(b, *drc == 1 ? e | kOflagCopied : e & ~kOflagCopied);
+        QCOW_TRY(d.file().write_at(l2_offset + j * g.l2_entry_size, b));
+        ++t.corruptions_fixed;
+      } else {
+        ++t.corruptions;
+      }
+    }
+  }
+  if (repair) QCOW_TRY(d.file().flush());
+  return Status::ok();
+}
+
+}  // namespace qcow

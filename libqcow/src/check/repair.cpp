@@ -1,0 +1,120 @@
+// check -r: the repairing pass.
+//
+// Crash safety comes from the order of the writes; each step is flushed before
+// the next starts, and a second repair after an interruption finishes the job:
+//   1. the corrupt bit is set (when corruptions are to be fixed), so nothing
+//      writes to the image until a repair completes;
+//   2. L1/L2 entry fixes: they only clear bits or drop references, so at worst
+//      clusters leak;
+//   3. refcounts that are too low are raised (or the whole refcount structure is
+//      rebuilt, whose header switch is its commit point);
+//   4. COPIED flags follow the now correct refcounts;
+//   5. leaked clusters are freed: they are referenced by nothing on disk;
+//   6. the dirty and corrupt bits are cleared once nothing is left to fix.
+// No intermediate state has a referenced cluster with a lower refcount than
+// the image had before the repair.
+#include <fmt/format.h>
+
+#include "check/check_internal.hpp"
+#include "codec/bytes.hpp"
+#include "format/constants.hpp"
+
+namespace qcow {
+
+Status rebuild_refcounts(Qcow2Driver& d);  // check/rebuild.cpp
+
+Status apply_entry_fixes(Qcow2Driver& d, const RefcountWalk& w) {
+  const Geometry& g = d.geometry();
+  for (const L2Fix& f : w.l2_fixes) {
+    uint8_t b[16];
+    store_be64(b, f.entry.word);
+    store_be64(b + 8, f.entry.bitmap);
+    QCOW_TRY(d.file().write_at(f.table_offset + f.index * g.l2_entry_size, std::span<const uint8_t>(b, g.l2_entry_size)));
+  }
+  for (const L1Fix& f : w.l1_fixes) {
+    uint8_t b[8];
+    store_be64(b, f.entry);
+    QCOW_TRY(d.file().write_at(f.table_offset + f.index * 8, b));
+  }
+  return d.file().flush();
+}
+
+Status update_incompatible_bits(Qcow2Driver& d, uint64_t set, uint64_t clear) {
+  if (d.header().version < 3) return Status::ok();
+  uint8_t b[8];
+  QCOW_ASSIGN_OR_RETURN(size_t got, d.file().read_at(72, b));
+  if (got != 8) return Status::corrupt("header too short");
+  uint64_t old = load_be64(b), v = (old | set) & ~clear;
+  if (v == old) return Status::ok();
+  store_be64(b, v);
+  QCOW_TRY(d.file().write_at(72, b));
+  return d.file().flush();
+}
+
+Status repair_pass(Qcow2Driver& d, Repair repair, CheckTally& t, std::vector<std::string>& messages) {
+  const Geometry& g = d.geometry();
+  RefcountWalk w;
+  QCOW_TRY(walk_refcounts(d, WalkRefcountStructures::kInclude, w,
+                          repair == Repair::kAll ? WalkFixes::kPlan : WalkFixes::kReport));
+  messages.insert(messages.end(), w.messages.begin(), w.messages.end());
+  t.check_errors += w.check_errors;
+  t.corruptions += w.corruptions;
+  StoredRefcounts stored(d.file(), g);
+  QCOW_TRY(stored.load(d.header().refcount_table_offset, d.header().refcount_table_clusters));
+  CheckTally pre;
+  std::vector<std::string> pre_messages;
+  QCOW_TRY(compare_refcounts(stored, w.counts, Repair::kNone, pre, pre_messages));
+  const bool rebuild = w.rebuild || pre.rebuild;
+  if (rebuild && repair != Repair::kAll) {
+    messages.insert(messages.end(), pre_messages.begin(), pre_messages.end());
+    messages.push_back("ERROR need to rebuild refcount structures");
+    ++t.check_errors;
+    t.corruptions += pre.corruptions;
+    t.leaks += pre.leaks;
+    return Status::ok();
+  }
+  bool marked = false;
+  if (repair == Repair::kAll && (w.planned_fixes || rebuild || pre.refcount_corruptions) &&
+      !(d.header().incompatible_features & kIncompatCorrupt) && d.header().version >= 3) {
+    QCOW_TRY(update_incompatible_bits(d, kIncompatCorrupt, 0));
+    marked = true;
+  }
+  if (repair == Repair::kAll) {
+    QCOW_TRY(apply_entry_fixes(d, w));
+    t.corruptions_fixed += w.planned_fixes;
+  }
+  if (rebuild) {
+    messages.insert(messages.end(), pre_messages.begin(), pre_messages.end());
+    messages.push_back("Rebuilding refcount structure");
+    QCOW_TRY(rebuild_refcounts(d));
+    t.corruptions -= w.refblock_corruptions;
+    t.corruptions_fixed += w.refblock_corruptions + pre.corruptions;
+    t.leaks_fixed += pre.leaks;
+    // The old refcount structures are leaked now: free them.
+    RefcountWalk after;
+    QCOW_TRY(walk_refcounts(d, WalkRefcountStructures::kInclude, after));
+    QCOW_TRY(stored.load(d.header().refcount_table_offset, d.header().refcount_table_clusters));
+    CheckTally fresh;
+    std::vector<std::string> ignored;
+    QCOW_TRY(compare_refcounts(stored, after.counts, Repair::kLeaks, fresh, ignored));
+    if (fresh.rebuild || fresh.corruptions) messages.push_back("ERROR rebuilt refcount structure is still broken");
+    t.corruptions += fresh.corruptions;
+    t.check_errors += fresh.check_errors;
+  } else {
+    // Raises and frees go out together: every entry is either its old value or the
+    // recomputed one, and neither is below what the structures on disk reference.
+    QCOW_TRY(compare_refcounts(stored, w.counts, repair, t, messages));
+  }
+  QCOW_TRY(stored.write_back());
+  QCOW_TRY(d.file().flush());
+  bool repair_copied = repair == Repair::kAll || (!t.check_errors && !t.corruptions && !t.leaks);
+  QCOW_TRY(check_copied(d, stored, repair_copied, t, messages));
+  if (!t.check_errors && !t.corruptions) {
+    QCOW_TRY(update_incompatible_bits(d, 0, kIncompatDirty | kIncompatCorrupt));
+  } else if (marked) {
+    messages.push_back(fmt::format("The image stays marked corrupt: {} corruptions could not be repaired", t.corruptions));
+  }
+  return Status::ok();
+}
+
+}  // namespace qcow

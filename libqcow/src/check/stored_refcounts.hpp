@@ -1,0 +1,42 @@
+// The refcounts an image stores, read straight from the refcount table and
+// blocks into memory (check compares them with the recomputed ones and patches
+// them). Blocks past the end of the file read as zeros, as in QEMU.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "map/geometry.hpp"
+#include "qcow/file.hpp"
+#include "qcow/status.hpp"
+
+namespace qcow {
+
+class StoredRefcounts {
+ public:
+  StoredRefcounts(File& file, const Geometry& geo) : file_(file), geo_(geo) {}
+
+  // Reads the refcount table (offset and size from the header).
+  Status load(uint64_t reftable_offset, uint32_t reftable_clusters);
+
+  // The stored refcount of a cluster: 0 when no refcount block covers it; an error
+  // when the block's table entry is unusable (QEMU: "Can't get refcount").
+  Result<uint64_t> get(uint64_t cluster);
+  // Changes a stored refcount in memory (the block must exist inside the file).
+  Status set(uint64_t cluster, uint64_t value);
+  // Writes every changed refcount block back (whole blocks; no flush).
+  Status write_back();
+
+ private:
+  Result<std::vector<uint8_t>*> block(uint64_t rt_index);
+
+  File& file_;
+  Geometry geo_;
+  uint64_t file_size_ = 0;
+  std::vector<uint64_t> reftable_;
+  std::map<uint64_t, std::vector<uint8_t>> blocks_;  // by refcount table index
+  std::map<uint64_t, bool> dirty_;
+};
+
+}  // namespace qcow
