@@ -13,6 +13,8 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/output.hpp"
+#include "commands/amend.hpp"
+#include "commands/check.hpp"
 #include "commands/convert.hpp"
 #include "commands/create.hpp"
 #include "commands/info.hpp"
@@ -47,8 +49,8 @@ struct Command {
 // The command table (qemu-img's img_cmds[]). man/qimg.1 and completions/*
 // list the same commands.
 const Command kCommands[] = {
-    // ---- check: to be added here with commands/check.{hpp,cpp}: ----
-    // {"check", "Check the image for errors", &setup<CheckOptions, register_check, run_check>},
+    {"amend", "Change the format-specific options of an image", &setup<AmendOptions, register_amend, run_amend>},
+    {"check", "Check the image for errors", &setup<CheckOptions, register_check, run_check>},
     {"convert", "Convert or copy images", &setup<ConvertOptions, register_convert, run_convert>},
     {"create", "Create a new image", &setup<CreateOptions, register_create, run_create>},
     {"info", "Show information about an image", &setup<InfoOptions, register_info, run_info>},

@@ -22,12 +22,12 @@ struct ConvertOptions {
   std::string sparse_size = "4k";         // -S
   bool force_share = false;               // -U
   bool target_is_zero = false;            // --target-is-zero (needs -n)
-  std::string backing_file;               // -B (not supported yet)
-  std::string backing_format;             // -F (not supported yet)
-  std::string snapshot_l;                 // -l (not supported yet)
-  std::string snapshot_s;                 // -s (not supported yet)
-  int coroutines = 8;                     // -m (accepted, ignored)
-  bool out_of_order = false;              // -W (accepted, ignored)
+  std::string backing_file;               // -B: the target becomes an overlay of this file
+  std::string backing_format;             // -F: format of the -B file (empty: probe)
+  std::string snapshot_l;                 // -l snapshot.id=ID[,snapshot.name=NAME] or ID-or-NAME
+  std::string snapshot_s;                 // -s ID-or-NAME (old style)
+  int workers = 0;                        // -m: parallel workers (0: hardware threads)
+  bool out_of_order = false;              // -W: write chunks in completion order
   std::vector<std::string> files;         // SRC... DEST
 };
 

@@ -32,6 +32,10 @@ class Driver {
   virtual Status read(uint64_t offset, std::span<uint8_t> buf) = 0;
   virtual Status write(uint64_t offset, std::span<const uint8_t> buf, Compress compress) = 0;
   virtual Status write_zeroes(uint64_t offset, uint64_t length, Unmap unmap) = 0;
+  // Stores an already compressed cluster (Image::write_compressed_cluster).
+  virtual Status store_compressed(uint64_t offset, std::span<const uint8_t> compressed) {
+    return Status::unsupported(path() + ": this format cannot store compressed clusters");
+  }
   virtual Status discard(uint64_t offset, uint64_t length) = 0;
   virtual Status flush() = 0;
   virtual Status resize(uint64_t new_size) = 0;

@@ -54,7 +54,10 @@ Result<std::unique_ptr<Driver>> open_driver(const std::string& path, const OpenO
     QCOW_ASSIGN_OR_RETURN(size_t got, file->read_at(0, magic));
     if (got == 4 && load_be32(magic) == kQcowMagic) fmt = Format::kQcow2;
   }
-  if (fmt == Format::kRaw) return open_raw(std::move(file), options.writable);
+  if (fmt == Format::kRaw) {
+    if (!options.snapshot.empty()) return Status::unsupported(path + ": raw images have no snapshots");
+    return open_raw(std::move(file), options.writable);
+  }
   auto d = std::make_unique<Qcow2Driver>(std::move(file), options);
   std::vector<std::string> local;
   bool top = g_chain == nullptr;
@@ -123,6 +126,7 @@ Format Image::format() const { return driver_->format(); }
 bool Image::writable() const { return driver_->writable(); }
 Status Image::read(uint64_t o, std::span<uint8_t> b) { QCOW_GUARD(driver_->read(o, b)); }
 Status Image::write(uint64_t o, std::span<const uint8_t> b, Compress c) { QCOW_GUARD(driver_->write(o, b, c)); }
+Status Image::write_compressed_cluster(uint64_t o, std::span<const uint8_t> c) { QCOW_GUARD(driver_->store_compressed(o, c)); }
 Status Image::write_zeroes(uint64_t o, uint64_t l, Unmap u) { QCOW_GUARD(driver_->write_zeroes(o, l, u)); }
 Status Image::discard(uint64_t o, uint64_t l) { QCOW_GUARD(driver_->discard(o, l)); }
 Status Image::flush() { QCOW_GUARD(driver_->flush()); }

@@ -203,7 +203,7 @@ TEST_CASE("L2 entries: classification, compressed descriptors, masks, geometry")
             CHECK_FALSE(e.copied());
             CHECK(e.host_offset() == 0);
             CHECK(subcluster_type(g, e, 0) == T::kCompressed);
-            CHECK((word & ~(kOflagCompressed | kOflagCopied)) >> 62 == 0);
+            CHECK(((word & ~(kOflagCompressed | kOflagCopied)) >> 62) == 0);
             CompressedExtent ce = compressed_extent(g, e);
             CHECK(ce.offset == off);
             // Whole sectors from off's sector through the sector holding the last byte.
@@ -233,7 +233,7 @@ TEST_CASE("L2 entries: classification, compressed descriptors, masks, geometry")
     CHECK(sc_range_mask(0, 1) == 1);
     CHECK(sc_range_mask(31, 32) == 0x80000000ull);
     CHECK(sc_range_mask(0, 32) == kL2BitmapAllAlloc);
-    CHECK(sc_range_mask(0, 32) << 32 == kL2BitmapAllZero);
+    CHECK((sc_range_mask(0, 32) << 32) == kL2BitmapAllZero);
     CHECK(sc_range_mask(3, 7) == 0x78);
     CHECK(sc_range_mask(1, 31) == 0x7ffffffeull);
     CHECK(sc_range_mask(0, 64) == ~uint64_t(0));

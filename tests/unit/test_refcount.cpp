@@ -45,6 +45,8 @@ struct Fixture {
     const uint64_t cs = geo.cluster_size;
     std::string boot(3 * cs, '\0');
     auto* b = reinterpret_cast<uint8_t*>(boot.data());
+    store_be64(b + 48, cs);  // header: refcount_table_offset, refcount_table_clusters
+    store_be32(b + 56, 1);
     store_be64(b + cs, 2 * cs);
     for (uint64_t c = 0; c < 3; ++c) set_refcount_entry(b + 2 * cs, order, c, 1);
     file = std::make_unique<RecordingFile>(make_memory_file("mem.qcow2", boot), log);
@@ -261,10 +263,23 @@ TEST_CASE("refcounts: entry packing and the cluster allocator") {
     CHECK(f.on_disk_refcount(64) == 1);
     CHECK(f.on_disk_refcount(65) == 1);
     CHECK(f.moves.empty());
-    // A run spanning a block boundary creates the next block too.
-    uint64_t run = f.alloc(100);
-    CHECK(run == 66 * 512);  // 66..127 and 129..166? no: the run must be contiguous
-    (void)run;
+    // Runs longer than a refcount block's range must still come out contiguous, which
+    // means some new blocks cannot sit inside the range they describe.
+    for (uint64_t n : {63, 64, 100, 300}) {
+      CAPTURE(n);
+      uint64_t run = f.alloc(n) >> 9;
+      for (uint64_t c = run; c < run + n; ++c) {
+        CAPTURE(c);
+        REQUIRE(f.refcount(c) == 1);
+        for (uint64_t e : f.rc->reftable()) REQUIRE((e >> 9) != c);  // not a refcount block
+      }
+      // Every refcount block is itself refcounted.
+      for (uint64_t e : f.rc->reftable())
+        if (e) CHECK(f.refcount(e >> 9) == 1);
+    }
+    REQUIRE(f.rc->flush().is_ok());
+    for (uint64_t e : f.rc->reftable())
+      if (e) CHECK(f.on_disk_refcount(e >> 9) == 1);
   }
 
   SUBCASE("refcount table growth keeps every allocation and moves the table") {

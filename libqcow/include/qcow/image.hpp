@@ -50,6 +50,10 @@ struct OpenOptions {
   FileWrapFn wrap_file;
   // Repair refcounts when opening a dirty image for writing (QEMU does; tests may turn it off).
   bool repair_dirty = true;
+  // qcow2 only, read-only only: open this internal snapshot (matched by id first,
+  // then by name) instead of the active image; its disk_size, when recorded, is
+  // the virtual size. Empty: the active image.
+  std::string snapshot;
   // Opened by check (qimg check, check_image): tolerate what check reports and
   // repairs (unaligned L2 offsets in the L1 table), allow opening an image marked
   // corrupt for writing, and keep autoclear bits (check writes no guest data).
@@ -110,6 +114,10 @@ class Image {
   // Writes guest bytes. With Compress::kYes the range must cover whole clusters
   // (the last may be partial at the end of the disk).
   Status write(uint64_t offset, std::span<const uint8_t> buf, Compress compress = Compress::kNo);
+  // Stores one cluster that compress_cluster() (qcow/compress.hpp) compressed, at a
+  // cluster-aligned guest offset: the split form of write(..., Compress::kYes) that
+  // lets other threads do the compressing. `compressed` is shorter than a cluster.
+  Status write_compressed_cluster(uint64_t offset, std::span<const uint8_t> compressed);
   Status write_zeroes(uint64_t offset, uint64_t length, Unmap unmap);
   Status discard(uint64_t offset, uint64_t length);
   Status flush();

@@ -5,16 +5,23 @@
 // before it leaves the old structures in charge and after it the new ones.
 #include <fmt/format.h>
 
+#include <optional>
+
 #include "check/walk.hpp"
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
 
 namespace qcow {
 
-Status rebuild_refcounts(Qcow2Driver& d) {
+Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order) {
   RefcountWalk w;
   QCOW_TRY(walk_refcounts(d, WalkRefcountStructures::kExclude, w));
-  const Geometry& g = d.geo_;
+  Geometry g = d.geo_;
+  if (new_order) {  // amend refcount_bits: same walk, new entry width
+    Header h = d.header_;
+    h.refcount_order = *new_order;
+    g = Geometry::from(h);
+  }
   const uint64_t cs = g.cluster_size, rbe = g.refblock_entries;
   QCOW_ASSIGN_OR_RETURN(uint64_t file_size, d.file_->size());
   const uint64_t E = std::max<uint64_t>(w.counts.size(), div_round_up(file_size, cs));
@@ -62,11 +69,23 @@ Status rebuild_refcounts(Qcow2Driver& d) {
   }
   QCOW_TRY(d.file_->write_at(table_cluster * cs, table));
   QCOW_TRY(d.file_->flush());
-  uint8_t hb[12];
+  // Commit: table location (and width) in one write inside the first sector.
+  uint8_t hb[52] = {};
   store_be64(hb, table_cluster * cs);
   store_be32(hb + 8, uint32_t(T));
-  QCOW_TRY(d.file_->write_at(48, hb));
+  size_t n = 12;
+  if (new_order) {
+    QCOW_ASSIGN_OR_RETURN(size_t got, d.file_->read_at(48, std::span<uint8_t>(hb + 12, 40)));
+    if (got < 40) return Status::corrupt("header truncated");
+    store_be32(hb + 48, *new_order);
+    n = 52;
+  }
+  QCOW_TRY(d.file_->write_at(48, std::span<const uint8_t>(hb, n)));
   QCOW_TRY(d.file_->flush());
+  if (new_order) {
+    d.header_.refcount_order = *new_order;
+    d.geo_ = g;
+  }
   d.header_.refcount_table_offset = table_cluster * cs;
   d.header_.refcount_table_clusters = uint32_t(T);
   d.file_size_ = std::max(d.file_size_, (table_cluster + T) * cs);

@@ -21,7 +21,7 @@
 
 namespace qcow {
 
-Status rebuild_refcounts(Qcow2Driver& d);  // check/rebuild.cpp
+Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order);  // check/rebuild.cpp
 
 Status apply_entry_fixes(Qcow2Driver& d, const RefcountWalk& w) {
   const Geometry& g = d.geometry();
@@ -86,7 +86,7 @@ Status repair_pass(Qcow2Driver& d, Repair repair, CheckTally& t, std::vector<std
   if (rebuild) {
     messages.insert(messages.end(), pre_messages.begin(), pre_messages.end());
     messages.push_back("Rebuilding refcount structure");
-    QCOW_TRY(rebuild_refcounts(d));
+    QCOW_TRY(rebuild_refcounts(d, std::nullopt));
     t.corruptions -= w.refblock_corruptions;
     t.corruptions_fixed += w.refblock_corruptions + pre.corruptions;
     t.leaks_fixed += pre.leaks;

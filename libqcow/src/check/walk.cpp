@@ -11,29 +11,31 @@ namespace qcow {
 namespace {
 
 constexpr uint64_t kMaxWalkClusters = 1ull << 28;  // 2 GiB of counters at most
-// References this far past the end of the file are not counted (QEMU would grow its
-// array to any size); they are findings of their own.
-constexpr uint64_t kMaxClustersPastEnd = 1ull << 20;
 
 class Walker {
  public:
   Walker(Qcow2Driver& d, RefcountWalk& out, uint64_t file_size, WalkFixes fixes)
       : d_(d), g_(d.geometry()), out_(out), file_size_(file_size), plan_(fixes == WalkFixes::kPlan) {
-    limit_clusters_ = std::min(kMaxWalkClusters, div_round_up(file_size, g_.cluster_size) + kMaxClustersPastEnd);
+    guest_clusters_ = div_round_up(d.header().size, g_.cluster_size);
   }
 
-  // False when host_offset lies so far past the end of the file that it is not counted.
-  bool countable(uint64_t host_offset) const { return (host_offset >> g_.cluster_bits) < limit_clusters_; }
+  // QEMU counts no region that ends a cluster or more past the end of the file.
+  bool within_file(uint64_t offset, uint64_t len) const {
+    return offset < kMaxHostOffset && offset + len < file_size_ + g_.cluster_size;
+  }
+  static std::string past_end(uint64_t offset, uint64_t len) {
+    return fmt::format("counting reference for region exceeding the end of the file by one cluster or more: "
+                       "offset {:#x} size {:#x}", offset, len);
+  }
 
   // Counts [offset, offset+len) as referenced once (QEMU's qcow2_inc_refcounts_imrt).
   void ref(uint64_t offset, uint64_t len) {
     if (!len) return;
-    uint64_t first = offset >> g_.cluster_bits, last = (offset + len - 1) >> g_.cluster_bits;
-    if (last >= limit_clusters_) {
-      out_.messages.push_back(fmt::format("ERROR reference to {:#x} (+{:#x}) lies far beyond the end of the file", offset, len));
-      ++out_.check_errors;
+    if (!within_file(offset, len)) {
+      problem(false, past_end(offset, len));
       return;
     }
+    uint64_t first = offset >> g_.cluster_bits, last = (offset + len - 1) >> g_.cluster_bits;
     if (last >= out_.counts.size()) out_.counts.resize(last + 1, 0);
     for (uint64_t c = first; c <= last; ++c) {
       if (out_.counts[c] == g_.max_refcount()) {
@@ -86,26 +88,28 @@ class Walker {
       }
       uint64_t off = e & kL1eOffsetMask;
       bool drop = false;
+      if (!within_file(off, g_.cluster_size)) {  // the table reads as zeros: clearing the entry keeps the guest view
+        problem(true, past_end(off, g_.cluster_size) + (plan_ ? " (L1 entry cleared)" : ""));
+        drop = true;
+      } else if (!plan_) {
+        ref(off, g_.cluster_size);
+      }
       if (off & (g_.cluster_size - 1)) {
         problem(true, fmt::format("l2_offset={:x}: Table is not cluster aligned; L1 entry corrupted{}", off,
                                   plan_ ? " (L1 entry cleared: its guest data is lost)" : ""));
         drop = true;
-      } else if (!countable(off)) {
-        problem(true, fmt::format("l2_offset={:x}: Table lies far beyond the end of the file; L1 entry corrupted{}", off,
-                                  plan_ ? " (L1 entry cleared)" : ""));
-        drop = true;
       }
       if (drop) fixed = 0;
       if (plan_ && fixed != e) out_.l1_fixes.push_back({l1_offset, i, fixed});
-      if (drop && (plan_ || !countable(off))) continue;
-      ref(off, g_.cluster_size);
-      QCOW_TRY(l2(off, active));
+      if (plan_ && drop) continue;
+      if (plan_) ref(off, g_.cluster_size);
+      QCOW_TRY(l2(off, active, uint64_t(i) * g_.l2_entries));
     }
     return Status::ok();
   }
 
   // QEMU's check_refcounts_l2, plus the extended-L2 descriptor bit 0 check.
-  Status l2(uint64_t l2_offset, bool active) {
+  Status l2(uint64_t l2_offset, bool active, uint64_t first_guest_cluster) {
     std::vector<uint8_t> raw;
     QCOW_TRY(table(l2_offset, g_.cluster_size, raw));
     // A table shared with snapshots is reported on every visit (as QEMU does) but repaired once.
@@ -117,8 +121,8 @@ class Walker {
       e.word = load_be64(raw.data() + j * g_.l2_entry_size);
       if (g_.extended_l2) e.bitmap = load_be64(raw.data() + j * g_.l2_entry_size + 8);
       L2Entry fixed = e;
-      bool drop = entry(l2_offset, j, e, active, fixed, next_contiguous, plan_ && !first_visit);
-      (void)drop;
+      in_disk_ = first_guest_cluster + j < guest_clusters_;
+      entry(l2_offset, j, e, active, fixed, next_contiguous, plan_ && !first_visit);
       if (plan_here && !(fixed == e)) out_.l2_fixes.push_back({l2_offset, j, fixed});
     }
     return Status::ok();
@@ -154,18 +158,17 @@ class Walker {
         fixed.bitmap = 0;
         if (!plan_) return false;  // QEMU stops here: the compressed data is not counted
       }
-      if (!countable(ce.offset)) {
-        finding(true, fmt::format("compressed cluster {} at {:#x} lies far beyond the end of the file{}", j, ce.offset,
-                                  plan_ ? " (L2 entry cleared)" : ""));
-        fixed = L2Entry{};
-        return true;
+      if (!within_file(ce.offset, ce.length)) {  // reads fail: the data is gone
+        finding(true, past_end(ce.offset, ce.length) + (plan_ ? " (L2 entry now reads as zeros)" : ""));
+        fixed = zero_entry();
+      } else {
+        ref(ce.offset, ce.length);
       }
-      ref(ce.offset, ce.length);
       if (active) {
         ++out_.allocated_clusters;
         ++out_.compressed_clusters;
         ++out_.fragmented_clusters;  // compressed clusters are fragmented by nature (QEMU)
-        if (ext) out_.subclusters.allocated += g_.subclusters;
+        if (ext && in_disk_) out_.subclusters.allocated += g_.subclusters;
       }
       return false;
     }
@@ -178,12 +181,10 @@ class Walker {
         fixed.bitmap &= ~(alloc << 32);  // the host cluster exists: keep its data readable
         if (active) ++out_.subclusters.bitmap_errors;
       }
-      bool unaligned = off & (cs - 1);
-      if (unaligned || !countable(off)) {
+      if (off & (cs - 1)) {
         bool has_data = ext ? alloc != 0 : !(e.word & kOflagZero);
-        std::string what = unaligned ? "is not properly aligned" : "lies far beyond the end of the file";
-        finding(true, fmt::format("offset={:x}: {} cluster {}; L2 entry corrupted.{}", off, has_data ? "Data" : "Preallocated",
-                                  what, plan_ ? has_data ? " (now reads as zeros)" : "" : ""));
+        finding(true, fmt::format("offset={:x}: {} cluster is not properly aligned; L2 entry corrupted.{}", off,
+                                  has_data ? "Data" : "Preallocated", plan_ && has_data ? " (now reads as zeros)" : ""));
         fixed = zero_entry();
         drop = true;
       }
@@ -192,14 +193,20 @@ class Walker {
         if (next_contiguous && off != next_contiguous) ++out_.fragmented_clusters;
         next_contiguous = off + cs;
       }
-      if (!(drop && (plan_ || !countable(off)))) ref(off, cs);
+      if (!within_file(off, cs)) {  // QEMU reads zeros past the end of the file: keep reading zeros
+        finding(true, past_end(off, cs) + (plan_ ? " (L2 entry now reads as zeros)" : ""));
+        fixed = zero_entry();
+        drop = true;
+      } else if (!(drop && plan_)) {
+        ref(off, cs);
+      }
     } else if (ext && alloc) {  // QCOW2_CLUSTER_UNALLOCATED with allocation bits
       finding(true, fmt::format("Unallocated cluster has non-zero subcluster allocation map (L2 table {:#x}, index {}, "
                                 "bitmap {:#018x})", l2_offset, j, e.bitmap));
       fixed.bitmap &= ~kL2BitmapAllAlloc;
       if (active) ++out_.subclusters.bitmap_errors;
     }
-    if (active && ext && !quiet) count_subclusters(fixed);
+    if (active && ext && !quiet && in_disk_) count_subclusters(fixed);
     return drop;
   }
 
@@ -277,7 +284,8 @@ class Walker {
   RefcountWalk& out_;
   uint64_t file_size_;
   bool plan_;
-  uint64_t limit_clusters_ = 0;
+  uint64_t guest_clusters_ = 0;  // clusters of the virtual disk
+  bool in_disk_ = false;         // the current L2 entry maps a guest cluster below the virtual size
   std::set<uint64_t> visited_l2_;
 };
 

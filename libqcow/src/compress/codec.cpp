@@ -2,6 +2,8 @@
 
 #include "compress/codec.hpp"
 
+#include "qcow/compress.hpp"
+
 #include <zlib.h>
 #include <zstd.h>
 #include <zstd_errors.h>
@@ -10,6 +12,8 @@
 #include <climits>
 #include <string>
 #include <memory>
+#include <new>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -135,6 +139,32 @@ Result<size_t> compress(CompressionType type, std::span<const uint8_t> in, std::
   }
   return Status::unsupported(fmt::format("compression type {}", static_cast<int>(type)));
 }
+
+}  // namespace qcow::compress
+
+namespace qcow {
+
+Result<size_t> compress_cluster(CompressionType type, uint32_t cluster_size, std::span<const uint8_t> data,
+                                std::span<uint8_t> out) {
+  if (cluster_size == 0 || data.size() > cluster_size || out.size() + 1 < cluster_size)
+    return Status::invalid(fmt::format("compress_cluster: {} bytes of data, {} bytes of output for a {} byte cluster",
+                                       data.size(), out.size(), cluster_size));
+  std::vector<uint8_t> padded;
+  if (data.size() < cluster_size) {  // the last cluster of a disk: compress a whole zero-padded cluster
+    padded.assign(cluster_size, 0);
+    std::copy(data.begin(), data.end(), padded.begin());
+    data = padded;
+  }
+  try {
+    return compress::compress(type, data, out.first(cluster_size - 1));
+  } catch (const std::bad_alloc&) {
+    return Status::limit("compress_cluster: out of memory");
+  }
+}
+
+}  // namespace qcow
+
+namespace qcow::compress {
 
 Status decompress(CompressionType type, std::span<const uint8_t> in, std::span<uint8_t> out) {
   switch (type) {

@@ -9,7 +9,7 @@
 
 namespace qcow {
 
-Status rebuild_refcounts(Qcow2Driver& d);  // check/rebuild.cpp
+Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order);  // check/rebuild.cpp
 
 namespace {
 
@@ -93,6 +93,7 @@ Status Qcow2Driver::open(int depth, std::vector<std::string>& chain) {
   if (h.refcount_table_clusters == 0) return Status::corrupt("refcount table has no clusters");
   if (h.nb_snapshots > kMaxSnapshots) return Status::limit(fmt::format("too many snapshots ({})", h.nb_snapshots));
   QCOW_ASSIGN_OR_RETURN(snapshots_, load_snapshot_table(*file_, h, file_size_, &snapshot_table_bytes_));
+  if (!options_.snapshot.empty()) QCOW_TRY(load_snapshot_l1(options_.snapshot));
   if (h.crypt_method == kCryptLuks && !h.crypto) return Status::corrupt("LUKS encryption without an encryption header extension");
 
   // Caches. The L2 cache defaults to covering the whole disk, capped at 32 MiB (QEMU's default maximum).
@@ -128,6 +129,7 @@ Status Qcow2Driver::open(int depth, std::vector<std::string>& chain) {
     chain.push_back(canon);
     OpenOptions bo = options_;
     bo.writable = false;
+    bo.snapshot.clear();  // a snapshot names a state of this layer only
     bo.format.reset();
     if (h.backing_format) {
       auto f = parse_format(*h.backing_format);
@@ -153,11 +155,42 @@ Status Qcow2Driver::open(int depth, std::vector<std::string>& chain) {
       QCOW_TRY(barrier_.force());
     }
     if ((h.incompatible_features & kIncompatDirty) && options_.repair_dirty) {
-      QCOW_TRY(rebuild_refcounts(*this));
+      QCOW_TRY(rebuild_refcounts(*this, std::nullopt));
       QCOW_TRY(update_incompatible(0, kIncompatDirty));
     }
   }
   opened_ = true;
+  return Status::ok();
+}
+
+// Replaces the active L1 table by a snapshot's (read-only opens: qimg convert -l).
+Status Qcow2Driver::load_snapshot_l1(const std::string& id_or_name) {
+  if (writable_) return Status::invalid(fmt::format("{}: a snapshot can only be opened read-only", file_->path()));
+  const SnapshotInfo* found = nullptr;
+  for (const SnapshotInfo& s : snapshots_)
+    if (s.id == id_or_name) { found = &s; break; }
+  if (!found)
+    for (const SnapshotInfo& s : snapshots_)
+      if (s.name == id_or_name) { found = &s; break; }
+  if (!found)
+    return Status::error(ErrorCode::kNotFound, fmt::format("{}: snapshot '{}' not found", file_->path(), id_or_name));
+  // load_snapshot_table checked the table's size, alignment and place in the file.
+  std::vector<uint8_t> raw(uint64_t(found->l1_size) * 8);
+  QCOW_ASSIGN_OR_RETURN(size_t n, file_->read_at(found->l1_table_offset, raw));
+  if (n < raw.size()) return Status::corrupt(fmt::format("{}: snapshot '{}' L1 table is truncated", file_->path(), found->name));
+  std::vector<uint64_t> l1(found->l1_size);
+  for (size_t i = 0; i < l1.size(); ++i) {
+    l1[i] = load_be64(raw.data() + 8 * i);
+    if ((l1[i] & kL1eOffsetMask) & (geo_.cluster_size - 1))
+      return Status::corrupt(fmt::format("{}: snapshot '{}': L2 table offset {:#x} unaligned (L1 index {:#x})", file_->path(),
+                                         found->name, l1[i] & kL1eOffsetMask, i));
+  }
+  l1_ = std::move(l1);
+  if (found->disk_size) {
+    if (*found->disk_size > (uint64_t(1) << 62))
+      return Status::limit(fmt::format("{}: snapshot '{}' virtual size {} is too large", file_->path(), found->name, *found->disk_size));
+    header_.size = *found->disk_size;
+  }
   return Status::ok();
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,7 @@ class Qcow2Driver final : public Driver {
   Status read(uint64_t offset, std::span<uint8_t> buf) override;
   Status write(uint64_t offset, std::span<const uint8_t> buf, Compress compress) override;
   Status write_zeroes(uint64_t offset, uint64_t length, Unmap unmap) override;
+  Status store_compressed(uint64_t offset, std::span<const uint8_t> compressed) override;
   Status discard(uint64_t offset, uint64_t length) override;
   Status flush() override;
   Status resize(uint64_t new_size) override;
@@ -46,7 +48,11 @@ class Qcow2Driver final : public Driver {
   // Allocates L2 tables and data clusters for the whole disk (create's preallocation).
   Status preallocate(Preallocation mode);
 
-  friend Status rebuild_refcounts(Qcow2Driver& d);
+  // Forgets in-memory state without writing it (after amend replaced the structures on disk).
+  void abandon() { closed_ = true; }
+
+  friend Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order);
+  friend class AmendWorker;
   Refcounts::ReftableMovedFn refcounts_moved_fn();
 
   // For check/amend/map: read-only access to the parsed structures.
@@ -63,6 +69,7 @@ class Qcow2Driver final : public Driver {
 
  private:
   Status check_writable() const;
+  Status load_snapshot_l1(const std::string& id_or_name);
   Status check_range(uint64_t offset, uint64_t length) const;
   // Reads the guest view, zero-filling past the virtual size (copy-on-write fills use this).
   Status read_view(uint64_t offset, std::span<uint8_t> buf);

@@ -5,8 +5,8 @@
 #include <cstring>
 
 #include "codec/bytes.hpp"
-#include "compress/codec.hpp"
 #include "format/constants.hpp"
+#include "qcow/compress.hpp"
 #include "qcow2/qcow2_driver.hpp"
 
 namespace qcow {
@@ -135,17 +135,26 @@ Result<uint64_t> Qcow2Driver::alloc_compressed_bytes(uint64_t size) {
 }
 
 Status Qcow2Driver::write_compressed_cluster(uint64_t guest, std::span<const uint8_t> data) {
-  const uint64_t cs = geo_.cluster_size;
-  std::vector<uint8_t> in(cs, 0);
-  std::memcpy(in.data(), data.data(), data.size());
-  std::vector<uint8_t> out(cs - 1);  // must come out smaller than a cluster, as QEMU requires
-  QCOW_ASSIGN_OR_RETURN(size_t csize, compress::compress(CompressionType(header_.compression_type), in, out));
+  std::vector<uint8_t> out(geo_.cluster_size - 1);  // must come out smaller than a cluster, as QEMU requires
+  QCOW_ASSIGN_OR_RETURN(size_t csize, compress_cluster(CompressionType(header_.compression_type),
+                                                       uint32_t(geo_.cluster_size), data, out));
   if (csize == 0) return write(guest, data, Compress::kNo);  // incompressible: store normally
+  return store_compressed(guest, std::span<const uint8_t>(out.data(), csize));
+}
+
+Status Qcow2Driver::store_compressed(uint64_t guest, std::span<const uint8_t> compressed) {
+  QCOW_TRY(check_writable());
+  QCOW_TRY(check_range(guest, 1));
+  const uint64_t cs = geo_.cluster_size;
+  if ((guest & (cs - 1)) || compressed.empty() || compressed.size() >= cs)
+    return Status::invalid(fmt::format("{}: compressed cluster of {} bytes at guest offset {:#x}: needs a cluster-aligned "
+                                       "offset and fewer than {} bytes", file_->path(), compressed.size(), guest, cs));
+  const uint64_t csize = compressed.size();
   QCOW_ASSIGN_OR_RETURN(L2Entry old, get_l2_entry(guest));
   QCOW_ASSIGN_OR_RETURN(uint64_t host, alloc_compressed_bytes(csize));
   if (host + csize > (uint64_t(1) << geo_.csize_shift()))
     return Status::error(ErrorCode::kNoSpace, "compressed cluster offset beyond the descriptor's range");
-  QCOW_TRY(file_->write_at(host, std::span<const uint8_t>(out.data(), csize)));
+  QCOW_TRY(file_->write_at(host, compressed));
   barrier_.note_write();
   file_size_ = std::max(file_size_, host + csize);
   L2Entry ne;

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# qimg convert vs qemu-img convert (issue 3), timed alternately, median of per-pair ratios.
+# Usage: bench/convert-vs-qemu.sh [QIMG] [WORKDIR]     (needs ~8 GiB free in WORKDIR)
+# Env: RUNS (pairs per case, default 3), CASES (space-separated subset of the case names below),
+#      QEMU_M (qemu-img -m for the compressed cases; default: the best of 4 8 16, measured once).
+# The source is a deterministic 2 GiB raw image: ~40% random data, ~20% compressible text,
+# ~40% zero runs of varying length (holes). Both tools run with a warm page cache.
+set -euo pipefail
+QIMG=${1:-build/qimg}; QIMG=$(readlink -f "$QIMG")
+WORK=${2:-/tmp/qimg-convert-bench}
+RUNS=${RUNS:-3}
+CASES=${CASES:-"raw-qcow2 qcow2-raw raw-el2-2m qcow2-el2-64k raw-zlib raw-zstd"}
+mkdir -p "$WORK"; cd "$WORK"
+
+if [ ! -f src.raw ]; then
+  echo "generating src.raw (2 GiB) ..." >&2
+  python3 - src.raw <<'PY'
+import os, random, sys
+SIZE = 2 << 30
+rng = random.Random(20240611)
+pool = rng.randbytes(64 << 20)                        # random data, sliced at random offsets
+words = b"the quick brown fox jumps over lazy dog qcow2 cluster image data block sector".split()
+text = b" ".join(rng.choice(words) for _ in range(300000))[: 2 << 20]
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+os.ftruncate(fd, SIZE)
+pos = 0
+while pos < SIZE:
+    n = min(SIZE - pos, rng.choice((4096, 65536, 1 << 20)) * rng.randint(1, 16) + rng.choice((0, 512, 3000)))
+    kind = rng.random()
+    if kind < 0.4:                                     # random: incompressible
+        while n > 0:
+            k = min(n, len(pool) // 2)
+            o = rng.randrange(0, len(pool) - k)
+            os.pwrite(fd, pool[o:o + k], pos); pos += k; n -= k
+        continue
+    if kind < 0.6:                                     # text: compressible
+        while n > 0:
+            k = min(n, len(text) // 2)
+            o = rng.randrange(0, len(text) - k)
+            os.pwrite(fd, text[o:o + k], pos); pos += k; n -= k
+        continue
+    pos += n                                           # zero run: a hole
+os.close(fd)
+PY
+fi
+[ -f src64k.qcow2 ] || qemu-img convert -f raw -O qcow2 src.raw src64k.qcow2
+
+# case -> "SRC|qemu-img args|qimg args" (the output file is appended to both)
+declare -A CASE
+CASE[raw-qcow2]="src.raw|-f raw -O qcow2|-f raw -O qcow2"
+CASE[qcow2-raw]="src64k.qcow2|-f qcow2 -O raw|-f qcow2 -O raw"
+CASE[raw-el2-2m]="src.raw|-f raw -O qcow2 -o extended_l2=on,cluster_size=2M|-f raw -O qcow2 -o extended_l2=on,cluster_size=2M"
+CASE[qcow2-el2-64k]="src64k.qcow2|-f qcow2 -O qcow2 -o extended_l2=on,cluster_size=64k|-f qcow2 -O qcow2 -o extended_l2=on,cluster_size=64k"
+CASE[raw-zlib]="src.raw|-f raw -O qcow2 -c -o compression_type=zlib -W -m QM|-f raw -O qcow2 -c -o compression_type=zlib"
+CASE[raw-zstd]="src.raw|-f raw -O qcow2 -c -o compression_type=zstd -W -m QM|-f raw -O qcow2 -c -o compression_type=zstd"
+
+run() { # label outfile cmd... ; appends "seconds maxrss_kb" to label.t
+  local label=$1 out=$2; shift 2
+  rm -f "$out"; sync
+  /usr/bin/time -f "%e %M" -o "$label.one" "$@" "$out" >/dev/null
+  cat "$label.one" >> "$label.t"
+}
+
+if [ -z "${QEMU_M:-}" ] && [[ " $CASES " == *" raw-zlib "* || " $CASES " == *" raw-zstd "* ]]; then
+  best=""; QEMU_M=16
+  for m in 4 8 16; do
+    s=$( { /usr/bin/time -f "%e" qemu-img convert -f raw -O qcow2 -c -W -m $m src.raw m.qcow2 >/dev/null; } 2>&1 | tail -1)
+    echo "qemu-img -c -W -m $m: ${s}s" >&2
+    if [ -z "$best" ] || awk -v a="$s" -v b="$best" 'BEGIN{exit !(a < b)}'; then best=$s; QEMU_M=$m; fi
+  done
+  rm -f m.qcow2
+fi
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+printf '%-14s %9s %9s %7s %11s %11s %s\n' case qemu_s qimg_s ratio qemu_rss qimg_rss check
+for c in $CASES; do
+  IFS='|' read -r src qargs iargs <<< "${CASE[$c]}"
+  qargs=${qargs//QM/${QEMU_M:-16}}
+  : > q.t; : > i.t
+  for r in $(seq "$RUNS"); do
+    # shellcheck disable=SC2086
+    run q "q.$c.out" qemu-img convert $qargs "$src"
+    # shellcheck disable=SC2086
+    run i "i.$c.out" "$QIMG" convert $iargs "$src"
+  done
+  ok=$(qemu-img compare -q "$src" "i.$c.out" && echo same || echo DIFFERENT)
+  case $c in *raw) ;; *) qemu-img check -q "i.$c.out" || ok="$ok,check-FAILED" ;; esac
+  ratio=$(paste -d' ' i.t q.t | awk '{print ($3 > 0) ? $1 / $3 : 0}' | median)
+  printf '%-14s %9s %9s %7.3f %9sKB %9sKB %s\n' "$c" "$(cut -d' ' -f1 q.t | median)" "$(cut -d' ' -f1 i.t | median)" \
+    "$ratio" "$(cut -d' ' -f2 q.t | sort -n | tail -1)" "$(cut -d' ' -f2 i.t | sort -n | tail -1)" \
+    "$ok; sizes q=$(du -k "q.$c.out" | cut -f1)K i=$(du -k "i.$c.out" | cut -f1)K"
+  rm -f "q.$c.out" "i.$c.out"
+done

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# qimg map vs qemu-img map on the three layouts of issue 5, timed alternately in one run.
+# Usage: bench/map-vs-qemu.sh [QIMG] [WORKDIR]   (needs ~9 GiB free in WORKDIR while building images)
+set -euo pipefail
+QIMG=${1:-build/qimg}; QIMG=$(readlink -f "$QIMG")
+WORK=${2:-/tmp/qimg-map-bench}
+RUNS=${RUNS:-3}
+mkdir -p "$WORK"; cd "$WORK"
+
+# A sparse raw file with `len` bytes of data every `step` bytes, written by seeking (fast, deterministic).
+sparse_raw() { # file size step len
+  python3 - "$@" <<'PY'
+import os, sys
+path, size, step, length = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+buf = bytes([0x5a]) * length
+fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+os.ftruncate(fd, size)
+for off in range(0, size, step):
+    os.pwrite(fd, buf, off)
+os.close(fd)
+PY
+}
+
+make_image() { # name size step len qcow2-options
+  [ -f "$1.qcow2" ] && return
+  echo "building $1 ..." >&2
+  sparse_raw "$1.raw" "$2" "$3" "$4"
+  qemu-img convert -f raw -O qcow2 -o "$5" "$1.raw" "$1.qcow2"
+  rm -f "$1.raw"
+}
+
+make_image c4k-64g $((64 << 30)) $((64 << 10)) 4096 cluster_size=4k
+make_image el2-128k-8g $((8 << 30)) $((8 << 10)) 4096 cluster_size=128k,extended_l2=on
+make_image c64k-8g $((8 << 30)) $((128 << 10)) 65536 cluster_size=64k
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+printf '%-14s %8s %10s %10s %8s %10s %10s\n' image lines qemu_s qimg_s ratio qemu_rss qimg_rss
+for img in c4k-64g el2-128k-8g c64k-8g; do
+  : > q.t; : > i.t
+  for r in $(seq "$RUNS"); do
+    /usr/bin/time -f "%e %M" -o q.one qemu-img map --output=json "$img.qcow2" > q.json; cat q.one >> q.t
+    /usr/bin/time -f "%e %M" -o i.one "$QIMG" map --output=json "$img.qcow2" > i.json; cat i.one >> i.t
+  done
+  cmp -s q.json i.json || echo "WARNING: $img: outputs differ" >&2
+  qs=$(cut -d' ' -f1 q.t | median); is=$(cut -d' ' -f1 i.t | median)
+  qm=$(cut -d' ' -f2 q.t | median); im=$(cut -d' ' -f2 i.t | median)
+  printf '%-14s %8s %10s %10s %8.3f %8sKB %8sKB\n' "$img" "$(wc -l < q.json)" "$qs" "$is" \
+    "$(echo "$is $qs" | awk '{print ($2 > 0) ? $1 / $2 : 0}')" "$qm" "$im"
+done

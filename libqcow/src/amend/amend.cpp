@@ -1,0 +1,371 @@
+// amend: format changes in place (see include/qcow/amend.hpp for the contract).
+#include "qcow/amend.hpp"
+
+#include <fmt/format.h>
+
+#include <map>
+#include <tuple>
+
+#include "codec/bytes.hpp"
+#include "format/constants.hpp"
+#include "qcow2/qcow2_driver.hpp"
+
+namespace qcow {
+
+Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order);  // check/rebuild.cpp
+
+// Rewrites L2 tables through Qcow2Driver internals; a friend of Qcow2Driver.
+class AmendWorker {
+ public:
+  AmendWorker(Qcow2Driver& d, const AmendOptions& o) : d_(d), o_(o) {}
+  Status run();
+
+ private:
+  enum class Conversion { kToExtended, kToStandard, kExpandZeros };
+  Status rewrite_tables(const Header& target, Conversion conv);
+  Result<L2Entry> convert(const L2Entry& e, uint64_t guest, uint64_t refs, Conversion conv, bool zero_flag_ok);
+  Result<uint64_t> store_cluster(std::span<const uint8_t> data, uint64_t refs);
+  Status read_backing(uint64_t guest, std::span<uint8_t> out);
+  Status commit_header(const Header& h);
+  Result<std::vector<uint8_t>> load_table(uint64_t offset);
+
+  Qcow2Driver& d_;
+  const AmendOptions& o_;
+  std::map<uint64_t, std::vector<uint8_t>> table_cache_;  // old L2 tables being read (small: cleared per key)
+  std::vector<std::pair<uint64_t, uint64_t>> frees_after_commit_;  // (offset, times)
+};
+
+Result<std::vector<uint8_t>> AmendWorker::load_table(uint64_t offset) {
+  auto it = table_cache_.find(offset);
+  if (it != table_cache_.end()) return it->second;
+  std::vector<uint8_t> t(d_.geo_.cluster_size);
+  QCOW_ASSIGN_OR_RETURN(size_t got, d_.file_->read_at(offset, t));
+  if (got < t.size()) return Status::corrupt(fmt::format("L2 table at {:#x} lies beyond the end of the file", offset));
+  if (table_cache_.size() > 4) table_cache_.clear();
+  table_cache_[offset] = t;
+  return t;
+}
+
+Status AmendWorker::read_backing(uint64_t guest, std::span<uint8_t> out) {
+  if (!d_.backing_) {
+    std::fill(out.begin(), out.end(), 0);
+    return Status::ok();
+  }
+  return read_clamped(*d_.backing_, guest, out);
+}
+
+// Allocates a cluster holding `data`, referenced `refs` times by the new tables.
+Result<uint64_t> AmendWorker::store_cluster(std::span<const uint8_t> data, uint64_t refs) {
+  QCOW_ASSIGN_OR_RETURN(uint64_t off, d_.refcounts_->alloc(1));
+  if (refs > 1) QCOW_TRY(d_.refcounts_->update(off >> d_.geo_.cluster_bits, int64_t(refs - 1)));
+  QCOW_TRY(d_.file_->write_at(off, data));
+  d_.barrier_.note_write();
+  d_.alloc_end_ = std::max(d_.alloc_end_, off + d_.geo_.cluster_size);
+  return off;
+}
+
+// Converts the entry of one guest cluster. Data is completed (from the backing file or
+// zeros) in place when the host cluster has a single reference, else into a new cluster.
+Result<L2Entry> AmendWorker::convert(const L2Entry& e, uint64_t guest, uint64_t refs, Conversion conv, bool zero_flag_ok) {
+  const Geometry& g = d_.geo_;
+  const uint64_t cs = g.cluster_size;
+  const uint64_t copied = refs == 1 ? kOflagCopied : 0;
+  if (e.compressed()) return L2Entry{e.word, 0};
+  const uint64_t host = e.word & kL2eOffsetMask;
+  if (conv == Conversion::kToExtended) {
+    if (!host) return L2Entry{0, (e.word & kOflagZero) ? kL2BitmapAllZero : 0};
+    if (e.word & kOflagZero) return L2Entry{e.word & ~kOflagZero, kL2BitmapAllZero};
+    return L2Entry{e.word, kL2BitmapAllAlloc};
+  }
+  // Per-subcluster view of the old entry: what each unit must read as.
+  uint32_t units = conv == Conversion::kToStandard ? kSubclustersPerCluster : 1;
+  uint64_t unit = cs / units;
+  uint32_t alloc = 0, zero = 0;
+  if (conv == Conversion::kToStandard) {
+    alloc = uint32_t(e.bitmap);
+    zero = uint32_t(e.bitmap >> 32);
+    if ((alloc & zero) || (!host && alloc))
+      return Status::corrupt(fmt::format("invalid extended L2 entry {:#018x} bitmap {:#018x} (guest offset {:#x})", e.word,
+                                         e.bitmap, guest));
+  } else {
+    if (!(e.word & kOflagZero)) return L2Entry{e.word, 0};  // v2 keeps normal and unallocated entries as they are
+    zero = 1;
+  }
+  const uint32_t all = units == 32 ? 0xffffffffu : 1u;
+  if (alloc == all) return L2Entry{host | (e.word & kOflagCopied), 0};
+  if (zero == all && zero_flag_ok) return L2Entry{host ? (host | (e.word & kOflagCopied) | kOflagZero) : kOflagZero, 0};
+  if (!host && zero == 0 && !d_.backing_) return L2Entry{0, 0};
+  if (!host && alloc == 0 && zero == 0) return L2Entry{0, 0};  // unallocated: reads the backing file either way
+
+  // Materialize the cluster: allocated units from the host, zero units as zeros, the rest from the backing file.
+  std::vector<uint8_t> buf(cs, 0);
+  if (host && alloc) {
+    QCOW_ASSIGN_OR_RETURN(size_t got, d_.file_->read_at(host, buf));
+    if (got < cs) std::fill(buf.begin() + got, buf.end(), 0);
+  }
+  for (uint32_t u = 0; u < units; ++u) {
+    if (alloc & (1u << u)) continue;
+    std::span<uint8_t> part(buf.data() + u * unit, unit);
+    if (zero & (1u << u)) std::fill(part.begin(), part.end(), 0);
+    else QCOW_TRY(read_backing(guest + u * unit, part));
+  }
+  const bool all_zero = buffer_is_zero(buf.data(), cs);
+  if (all_zero && !host && !zero_flag_ok && !d_.backing_) return L2Entry{0, 0};  // v2: unallocated reads zeros
+  if (zero_flag_ok && all_zero)  // an all-zero cluster becomes a zero cluster
+    return L2Entry{host ? (host | (e.word & kOflagCopied) | kOflagZero) : kOflagZero, 0};
+  if (host) {
+    QCOW_ASSIGN_OR_RETURN(uint64_t rc, d_.refcounts_->get(host >> g.cluster_bits));
+    if (rc == 1) {  // ours alone: complete it in place (the old entry never reads these units from the host)
+      QCOW_TRY(d_.file_->write_at(host, buf));
+      d_.barrier_.note_write();
+      return L2Entry{host | kOflagCopied, 0};
+    }
+    frees_after_commit_.emplace_back(host, refs);
+  }
+  QCOW_ASSIGN_OR_RETURN(uint64_t fresh, store_cluster(buf, refs));
+  return L2Entry{fresh | copied, 0};
+}
+
+Status AmendWorker::commit_header(const Header& h) {
+  QCOW_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, encode_header(h));
+  QCOW_TRY(d_.refcounts_->flush());
+  QCOW_TRY(d_.barrier_.force());
+  QCOW_TRY(d_.file_->write_at(0, bytes));  // the commit point
+  QCOW_TRY(d_.file_->flush());
+  d_.header_ = h;
+  return Status::ok();
+}
+
+Status AmendWorker::rewrite_tables(const Header& target, Conversion conv) {
+  const Geometry G = d_.geo_;
+  const Geometry N = Geometry::from(target);
+  const uint64_t gcov = G.l2_coverage(), ncov = N.l2_coverage();
+  const bool zero_flag_ok = target.version >= 3;
+  QCOW_TRY(d_.flush());
+
+  struct L1List {
+    uint64_t old_offset;
+    uint32_t old_size;
+    std::vector<uint64_t> entries;
+    std::vector<uint64_t> fresh;
+    uint64_t new_offset = 0;
+  };
+  std::vector<L1List> lists;
+  lists.push_back({d_.header_.l1_table_offset, d_.header_.l1_size, d_.l1_, {}});
+  for (const auto& s : d_.snapshots_) {
+    L1List l{s.l1_table_offset, s.l1_size, std::vector<uint64_t>(s.l1_size), {}};
+    std::vector<uint8_t> raw(uint64_t(s.l1_size) * 8);
+    QCOW_ASSIGN_OR_RETURN(size_t got, d_.file_->read_at(s.l1_table_offset, raw));
+    if (got < raw.size()) return Status::corrupt(fmt::format("snapshot '{}' L1 table truncated", s.name));
+    for (uint32_t i = 0; i < s.l1_size; ++i) l.entries[i] = load_be64(raw.data() + 8 * i) & kL1eOffsetMask;
+    lists.push_back(std::move(l));
+  }
+  for (auto& l : lists)
+    for (auto& e : l.entries) {
+      e &= kL1eOffsetMask;
+      if (e & (G.cluster_size - 1)) return Status::corrupt(fmt::format("L2 table offset {:#x} unaligned", e));
+    }
+
+  // Key of a new table: the old tables it is made from and where in them it starts.
+  using Key = std::tuple<uint64_t, uint64_t, uint64_t>;
+  auto new_size = [&](const L1List& l, bool active) {
+    uint64_t n = div_round_up(uint64_t(l.old_size) * gcov, ncov);
+    if (active) n = std::max(n, N.l1_entries_for(target.size));
+    return n;
+  };
+  auto key_of = [&](const L1List& l, uint64_t k) -> Key {
+    uint64_t start = k * ncov, end = start + ncov;
+    uint64_t a = start / gcov, b = (end - 1) / gcov;
+    uint64_t ta = a < l.entries.size() ? l.entries[a] : 0;
+    uint64_t tb = (b != a && b < l.entries.size()) ? l.entries[b] : 0;
+    return {ta, tb, start % gcov};
+  };
+  std::map<Key, uint64_t> refs;          // references to each new table
+  std::map<uint64_t, uint64_t> old_refs; // references to each old table
+  uint64_t total = 0;
+  for (size_t li = 0; li < lists.size(); ++li) {
+    uint64_t n = new_size(lists[li], li == 0);
+    if (n > kMaxL1Bytes / 8) return Status::limit("the new L1 table would exceed 32 MiB");
+    for (uint64_t k = 0; k < n; ++k) {
+      Key key = key_of(lists[li], k);
+      if (std::get<0>(key) || std::get<1>(key)) total += refs[key]++ == 0;
+    }
+    for (uint64_t t : lists[li].entries)
+      if (t) ++old_refs[t];
+  }
+
+  std::map<Key, uint64_t> built;
+  uint64_t done = 0;
+  std::vector<uint8_t> table(N.cluster_size);
+  for (size_t li = 0; li < lists.size(); ++li) {
+    L1List& l = lists[li];
+    uint64_t n = new_size(l, li == 0);
+    l.fresh.assign(n, 0);
+    for (uint64_t k = 0; k < n; ++k) {
+      Key key = key_of(l, k);
+      if (!std::get<0>(key) && !std::get<1>(key)) continue;
+      uint64_t r = refs[key];
+      auto it = built.find(key);
+      if (it == built.end()) {
+        std::fill(table.begin(), table.end(), 0);
+        for (uint64_t j = 0; j < N.l2_entries; ++j) {
+          uint64_t guest = k * ncov + j * N.cluster_size;
+          uint64_t old_index = guest / gcov;
+          uint64_t t = old_index < l.entries.size() ? l.entries[old_index] : 0;
+          L2Entry old;
+          if (t) {
+            QCOW_ASSIGN_OR_RETURN(std::vector<uint8_t> ot, load_table(t));
+            uint64_t pos = ((guest % gcov) >> G.cluster_bits) * G.l2_entry_size;
+            old.word = load_be64(ot.data() + pos);
+            if (G.extended_l2) old.bitmap = load_be64(ot.data() + pos + 8);
+          }
+          if (!old.word && !old.bitmap) continue;
+          QCOW_ASSIGN_OR_RETURN(L2Entry ne, convert(old, guest, r, conv, zero_flag_ok));
+          store_be64(table.data() + j * N.l2_entry_size, ne.word);
+          if (N.extended_l2) store_be64(table.data() + j * N.l2_entry_size + 8, ne.bitmap);
+        }
+        QCOW_ASSIGN_OR_RETURN(uint64_t off, store_cluster(table, r));
+        it = built.emplace(key, off).first;
+        if (o_.progress && total) o_.progress(double(++done) / double(total) * 0.95);
+      }
+      l.fresh[k] = it->second | (r == 1 ? kOflagCopied : 0);
+    }
+    // The new L1 table itself.
+    uint64_t bytes = std::max<uint64_t>(n * 8, 8);
+    uint64_t clusters = div_round_up(bytes, N.cluster_size);
+    QCOW_ASSIGN_OR_RETURN(l.new_offset, d_.refcounts_->alloc(clusters));
+    std::vector<uint8_t> raw(clusters * N.cluster_size, 0);
+    for (uint64_t k = 0; k < n; ++k) store_be64(raw.data() + 8 * k, l.fresh[k]);
+    QCOW_TRY(d_.file_->write_at(l.new_offset, raw));
+    d_.barrier_.note_write();
+  }
+
+  Header h = target;
+  h.l1_table_offset = lists[0].new_offset;
+  h.l1_size = uint32_t(lists[0].fresh.size());
+  uint64_t old_snap_offset = d_.header_.snapshots_offset, old_snap_bytes = d_.snapshot_table_bytes_;
+  if (!d_.snapshots_.empty()) {  // same entries, new L1 locations
+    std::vector<uint8_t> st(old_snap_bytes);
+    QCOW_ASSIGN_OR_RETURN(size_t got, d_.file_->read_at(old_snap_offset, st));
+    if (got < st.size()) return Status::corrupt("snapshot table truncated");
+    uint64_t p = 0;
+    for (size_t i = 1; i < lists.size(); ++i) {
+      store_be64(st.data() + p, lists[i].new_offset);
+      store_be32(st.data() + p + 8, uint32_t(lists[i].fresh.size()));
+      uint64_t len = 40 + load_be32(st.data() + p + 36) + load_be16(st.data() + p + 12) + load_be16(st.data() + p + 14);
+      p += align_up(len, 8);
+    }
+    uint64_t clusters = div_round_up(st.size(), N.cluster_size);
+    QCOW_ASSIGN_OR_RETURN(uint64_t off, d_.refcounts_->alloc(clusters));
+    QCOW_TRY(d_.file_->write_at(off, st));
+    d_.barrier_.note_write();
+    h.snapshots_offset = off;
+  }
+  h.refcount_table_offset = d_.refcounts_->reftable_offset();
+  h.refcount_table_clusters = d_.refcounts_->reftable_clusters();
+  QCOW_TRY(commit_header(h));
+
+  // Past the commit point: drop the old structures.
+  for (auto [t, n] : old_refs)
+    for (uint64_t i = 0; i < n; ++i) d_.refcounts_->free_later(t, 1);
+  for (size_t i = 0; i < lists.size(); ++i)
+    if (lists[i].old_size)
+      d_.refcounts_->free_later(lists[i].old_offset, div_round_up(uint64_t(lists[i].old_size) * 8, G.cluster_size));
+  if (!d_.snapshots_.empty()) d_.refcounts_->free_later(old_snap_offset, div_round_up(old_snap_bytes, G.cluster_size));
+  for (auto [off, n] : frees_after_commit_)
+    for (uint64_t i = 0; i < n; ++i) d_.refcounts_->free_later(off, 1);
+  QCOW_TRY(d_.refcounts_->apply_deferred());
+  QCOW_TRY(d_.refcounts_->flush());
+  QCOW_TRY(d_.barrier_.force());
+  if (o_.progress) o_.progress(1.0);
+  return Status::ok();
+}
+
+Status AmendWorker::run() {
+  const Header& cur = d_.header_;
+  Header target = cur;
+  if (o_.version) target.version = uint32_t(*o_.version);
+  if (o_.lazy_refcounts) {
+    if (*o_.lazy_refcounts) target.compatible_features |= kCompatLazyRefcounts;
+    else target.compatible_features &= ~kCompatLazyRefcounts;
+  }
+  bool want_ext = o_.extended_l2.value_or(cur.extended_l2());
+  if (want_ext) target.incompatible_features |= kIncompatExtendedL2;
+  else target.incompatible_features &= ~kIncompatExtendedL2;
+  if (o_.backing_file) {
+    target.backing_file = *o_.backing_file;
+    if (o_.backing_file->empty()) target.backing_format.reset();
+  }
+  if (o_.backing_format) {
+    if (target.backing_file.empty()) return Status::invalid("backing_fmt requires a backing file");
+    target.backing_format = *o_.backing_format;
+  }
+  uint32_t order = cur.refcount_order;
+  if (o_.refcount_bits) {
+    int b = *o_.refcount_bits;
+    if (b < 1 || b > 64 || (b & (b - 1))) return Status::invalid("Refcount width must be a power of two and may not exceed 64 bits");
+    order = uint32_t(std::countr_zero(uint32_t(b)));
+  }
+  if (target.version == 2) {
+    if (order != 4) return Status::unsupported("Cannot downgrade an image with refcount_bits other than 16; add refcount_bits=16");
+    if (want_ext) return Status::unsupported("compat=0.10 cannot store extended L2 entries; add extended_l2=off");
+    if (cur.compression_type) return Status::unsupported("compat=0.10 cannot store zstd-compressed clusters");
+    if (cur.bitmaps) return Status::unsupported("Cannot downgrade an image with persistent bitmaps");
+    if (cur.data_file) return Status::unsupported("Cannot downgrade an image with an external data file");
+    if (o_.lazy_refcounts.value_or(false)) return Status::unsupported("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)");
+    target.compatible_features = 0;
+    target.autoclear_features = 0;
+    target.incompatible_features = 0;
+    target.unknown_header_fields.clear();
+    target.feature_names.clear();
+  } else if (cur.version == 2) {
+    target.header_length = 0;  // encode_header writes the v3 layout
+  }
+  if (want_ext && d_.geo_.cluster_bits < kMinExtendedL2ClusterBits)
+    return Status::unsupported("Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
+  if (want_ext && target.version < 3)
+    return Status::unsupported("Extended L2 entries are only supported with compatibility level 1.1 and above");
+  if (target.backing_file.size() > kMaxBackingFileNameLength) return Status::invalid("backing file name too long");
+
+  if (order != cur.refcount_order) {
+    if (target.version < 3) return Status::unsupported("refcount_bits other than 16 require compat=1.1");
+    QCOW_TRY(d_.flush());
+    QCOW_TRY(rebuild_refcounts(d_, order));
+    target.refcount_order = order;
+    target.refcount_table_offset = d_.header_.refcount_table_offset;
+    target.refcount_table_clusters = d_.header_.refcount_table_clusters;
+  }
+  if (want_ext != cur.extended_l2()) {
+    QCOW_TRY(rewrite_tables(target, want_ext ? Conversion::kToExtended : Conversion::kToStandard));
+  } else if (target.version == 2 && cur.version >= 3) {
+    QCOW_TRY(rewrite_tables(target, Conversion::kExpandZeros));
+  } else {
+    QCOW_TRY(d_.flush());
+    target.refcount_table_offset = d_.refcounts_->reftable_offset();
+    target.refcount_table_clusters = d_.refcounts_->reftable_clusters();
+    QCOW_TRY(commit_header(target));
+  }
+  if (o_.progress) o_.progress(1.0);
+  return Status::ok();
+}
+
+Status amend_image(const std::string& path, const AmendOptions& o) {
+  try {
+    OpenOptions oo;
+    oo.writable = true;
+    oo.wrap_file = o.wrap_file;
+    QCOW_ASSIGN_OR_RETURN(auto drv, open_driver(path, oo, 0));
+    if (drv->format() != Format::kQcow2) return Status::unsupported(path + ": amend needs a qcow2 image");
+    auto* d = static_cast<Qcow2Driver*>(drv.get());
+    AmendWorker w(*d, o);
+    Status s = w.run();
+    // The driver's in-memory tables describe the old layout now: close it without flushing them.
+    d->abandon();
+    if (!s.is_ok() && s.message().rfind(path, 0) != 0) s.prepend(path + ": ");
+    return s;
+  } catch (const std::bad_alloc&) {
+    return Status::limit(path + ": out of memory");
+  }
+}
+
+}  // namespace qcow
