@@ -13,7 +13,7 @@ void register_check(CLI::App& app, std::shared_ptr<CheckOptions> o) {
   app.add_option("-f", o->format, "Image format (default: probe)");
   app.add_option("--output", o->output, "Output format: human or json");
   app.add_option("-r", o->repair, "Repair: leaks (free leaked clusters) or all (fix everything possible)");
-  app.add_flag("-q,--quiet", o->quiet, "Print nothing on success");
+  app.add_flag("-q", o->quiet, "Print nothing on success");
   app.add_flag("-U,--force-share", o->force_share, "Open without taking the lock");
   app.add_option("filename", o->filename, "Image file")->required();
 }

@@ -110,7 +110,7 @@ uint64_t sparse_alignment(uint64_t sparse) {
 }  // namespace
 
 int run_convert(const ConvertOptions& o) {
-  const int workers = o.workers ? o.workers : hardware_workers();
+  const int workers = o.workers == -1 ? hardware_workers() : o.workers;
   if (workers < 1 || workers > kMaxWorkers) {
     return fail("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
   }

@@ -26,7 +26,7 @@ struct ConvertOptions {
   std::string backing_format;             // -F: format of the -B file (empty: probe)
   std::string snapshot_l;                 // -l snapshot.id=ID[,snapshot.name=NAME] or ID-or-NAME
   std::string snapshot_s;                 // -s ID-or-NAME (old style)
-  int workers = 0;                        // -m: parallel workers (0: hardware threads)
+  int workers = -1;                       // -m: parallel workers (-1: hardware threads)
   bool out_of_order = false;              // -W: write chunks in completion order
   std::vector<std::string> files;         // SRC... DEST
 };

@@ -108,6 +108,7 @@ class Pipeline {
  public:
   Pipeline(SourceSet& sources, qcow::Image* base, qcow::Image& target, const CopyConfig& config, Progress& progress)
       : src_(sources), base_(base), dst_(target), cfg_(config), progress_(progress),
+        threads_(config.compress ? std::max(config.workers, 1) : 0),
         slots_(size_t(std::max(config.workers, 1)) + 2),
         chunks_((sources.total() + kChunkBytes - 1) / kChunkBytes) {}
 
@@ -115,7 +116,7 @@ class Pipeline {
     std::vector<std::thread> threads;
     qcow::Status started = guarded([&] {
       threads.emplace_back([this] { reader_main(); });
-      for (int i = 0; i < std::max(cfg_.workers, 1); ++i) threads.emplace_back([this] { worker_main(); });
+      for (int i = 0; i < threads_; ++i) threads.emplace_back([this] { worker_main(); });
       return qcow::Status::ok();
     });
     if (started) writer_main();
@@ -124,7 +125,7 @@ class Pipeline {
       std::lock_guard lock(mu_);
       stop_ = true;
     }
-    cv_.notify_all();
+    notify_all();
     for (std::thread& t : threads) t.join();
     return error_;
   }
@@ -136,7 +137,13 @@ class Pipeline {
     std::lock_guard lock(mu_);
     if (error_.is_ok()) error_ = std::move(s);
     stop_ = true;
-    cv_.notify_all();
+    notify_all();
+  }
+
+  void notify_all() {
+    free_cv_.notify_all();
+    work_cv_.notify_all();
+    ready_cv_.notify_all();
   }
 
   void reader_main() {
@@ -144,7 +151,7 @@ class Pipeline {
       Chunk* c = nullptr;
       {
         std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] {
+        free_cv_.wait(lock, [&] {
           if (stop_) return true;
           for (Chunk& s : slots_)
             if (s.state == Chunk::State::kFree) return (c = &s) != nullptr;
@@ -157,16 +164,25 @@ class Pipeline {
       c->offset = seq * kChunkBytes;
       c->length = std::min(kChunkBytes, src_.total() - c->offset);
       if (qcow::Status s = guarded([&] { return fill(*c); }); !s) return set_error(std::move(s));
+      if (threads_ == 0) {  // nothing to compress: classify here, saving a hand-over per chunk
+        if (qcow::Status s = guarded([&] { return process(*c); }); !s) return set_error(std::move(s));
+        {
+          std::lock_guard lock(mu_);
+          c->state = Chunk::State::kReady;
+        }
+        ready_cv_.notify_one();
+        continue;
+      }
       {
         std::lock_guard lock(mu_);
         c->state = Chunk::State::kQueued;
         queue_.push_back(c);
       }
-      cv_.notify_all();
+      work_cv_.notify_one();
     }
     std::lock_guard lock(mu_);
     reader_done_ = true;
-    cv_.notify_all();
+    work_cv_.notify_all();
   }
 
   void worker_main() {
@@ -174,7 +190,7 @@ class Pipeline {
       Chunk* c = nullptr;
       {
         std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || !queue_.empty() || reader_done_; });
+        work_cv_.wait(lock, [&] { return stop_ || !queue_.empty() || reader_done_; });
         if (stop_ || queue_.empty()) return;
         c = queue_.front();
         queue_.pop_front();
@@ -184,7 +200,7 @@ class Pipeline {
         std::lock_guard lock(mu_);
         c->state = Chunk::State::kReady;
       }
-      cv_.notify_all();
+      ready_cv_.notify_one();  // only the writer waits for this
     }
   }
 
@@ -194,7 +210,7 @@ class Pipeline {
       Chunk* c = nullptr;
       {
         std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] {
+        ready_cv_.wait(lock, [&] {
           if (stop_) return true;
           for (Chunk& s : slots_)
             if (s.state == Chunk::State::kReady && (cfg_.out_of_order || s.seq == next)) return (c = &s) != nullptr;
@@ -209,7 +225,7 @@ class Pipeline {
         std::lock_guard lock(mu_);
         c->state = Chunk::State::kFree;
       }
-      cv_.notify_all();
+      free_cv_.notify_one();  // only the reader waits for this
       ++next;
       progress_.update(written);
     }
@@ -340,8 +356,9 @@ class Pipeline {
   const CopyConfig& cfg_;
   Progress& progress_;
 
+  const int threads_;           // worker threads: only -c has work for them
   std::mutex mu_;
-  std::condition_variable cv_;  // every state change; few threads, so one variable suffices
+  std::condition_variable free_cv_, work_cv_, ready_cv_;  // reader, workers, writer wait on these
   std::vector<Chunk> slots_;
   std::deque<Chunk*> queue_;    // filled chunks waiting for a worker, in guest order
   const uint64_t chunks_;

@@ -424,11 +424,14 @@ CLEAN = {
     "lazy": ("lazy_refcounts=on", ()),
     "prealloc": ("preallocation=metadata", ()),
     "zstd": ("compression_type=zstd", ("write -c -P 9 4M 128k",)),
+    "snapshot": ("", (), [["snapshot", "-c", "s1"]], ("write -P 0x77 0 64k",)),
+    "bitmap": ("", (), [["bitmap", "--add", "IMG", "b0"]], ("write -P 0x77 0 64k",)),
 }
 
 
 def run_clean(qimg, root, name):
-    opts, extra = CLEAN[name]
+    opts, extra, *more = CLEAN[name]
+    post, after = more if more else ([], ())
     d = os.path.join(root, f"clean-{name}")
     os.makedirs(d)
     img = create(d, "c.qcow2", opts or "cluster_size=64k", "16M")
@@ -436,6 +439,10 @@ def run_clean(qimg, root, name):
     if "preallocation" not in opts:  # compressed writes need unallocated clusters
         cmds.append("write -c -P 0x33 8M 2M")
     qemu_io(d, img, *cmds, *extra)
+    for args in post:  # qemu-img subcommands; IMG stands for the image (appended when absent)
+        sh([QEMU_IMG, *[img if x == "IMG" else x for x in args], *([] if "IMG" in args else [img])])
+    if after:
+        qemu_io(d, img, *after)
     problems = []
     for args in ([], ["--output=json"]):
         q = run([QEMU_IMG, "check", *args, img])

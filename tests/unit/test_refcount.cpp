@@ -373,7 +373,7 @@ TEST_CASE("refcounts: entry packing and the cluster allocator") {
     // 64-bit: the full range.
     Fixture h(12, 6);
     uint64_t d = h.alloc(1) >> 12;
-    REQUIRE(h.rc->update(d, int64_t(0x7ffffffffffffffe)).is_ok());
+    REQUIRE(h.rc->update(d, int64_t(0x7fffffffffffffff)).is_ok());
     REQUIRE(h.rc->update(d, int64_t(0x7fffffffffffffff)).is_ok());
     CHECK(h.refcount(d) == ~uint64_t(0));
     CHECK(h.rc->update(d, 1).code() == ErrorCode::kLimit);

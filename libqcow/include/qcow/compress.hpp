@@ -24,7 +24,10 @@ namespace qcow {
 // (the last cluster of a disk) and is then padded with zeros. `out` must hold
 // at least cluster_size - 1 bytes. Returns the compressed length, or 0 when
 // compressing does not save space (QEMU's rule: the result must be smaller
-// than a cluster); the caller then writes the cluster uncompressed.
+// than a cluster); the caller then writes the cluster uncompressed. Data whose
+// bytes are spread evenly over all values (random or already compressed data,
+// order-0 entropy above 7.99 bits per byte) is reported as incompressible
+// without running the codec.
 Result<size_t> compress_cluster(CompressionType type, uint32_t cluster_size, std::span<const uint8_t> data,
                                 std::span<uint8_t> out);
 

@@ -27,7 +27,8 @@ class AmendWorker {
   Result<uint64_t> store_cluster(std::span<const uint8_t> data, uint64_t refs);
   Status read_backing(uint64_t guest, std::span<uint8_t> out);
   Status commit_header(const Header& h);
-  Result<std::vector<uint8_t>> load_table(uint64_t offset);
+  // The old table at offset (valid until the next call).
+  Result<const std::vector<uint8_t>*> load_table(uint64_t offset);
 
   Qcow2Driver& d_;
   const AmendOptions& o_;
@@ -35,15 +36,16 @@ class AmendWorker {
   std::vector<std::pair<uint64_t, uint64_t>> frees_after_commit_;  // (offset, times)
 };
 
-Result<std::vector<uint8_t>> AmendWorker::load_table(uint64_t offset) {
+Result<const std::vector<uint8_t>*> AmendWorker::load_table(uint64_t offset) {
   auto it = table_cache_.find(offset);
-  if (it != table_cache_.end()) return it->second;
+  if (it != table_cache_.end()) return &it->second;
   std::vector<uint8_t> t(d_.geo_.cluster_size);
   QCOW_ASSIGN_OR_RETURN(size_t got, d_.file_->read_at(offset, t));
   if (got < t.size()) return Status::corrupt(fmt::format("L2 table at {:#x} lies beyond the end of the file", offset));
   if (table_cache_.size() > 4) table_cache_.clear();
-  table_cache_[offset] = t;
-  return t;
+  auto& slot = table_cache_[offset];
+  slot = std::move(t);
+  return &slot;
 }
 
 Status AmendWorker::read_backing(uint64_t guest, std::span<uint8_t> out) {
@@ -214,10 +216,10 @@ Status AmendWorker::rewrite_tables(const Header& target, Conversion conv) {
           uint64_t t = old_index < l.entries.size() ? l.entries[old_index] : 0;
           L2Entry old;
           if (t) {
-            QCOW_ASSIGN_OR_RETURN(std::vector<uint8_t> ot, load_table(t));
+            QCOW_ASSIGN_OR_RETURN(const std::vector<uint8_t>* ot, load_table(t));
             uint64_t pos = ((guest % gcov) >> G.cluster_bits) * G.l2_entry_size;
-            old.word = load_be64(ot.data() + pos);
-            if (G.extended_l2) old.bitmap = load_be64(ot.data() + pos + 8);
+            old.word = load_be64(ot->data() + pos);
+            if (G.extended_l2) old.bitmap = load_be64(ot->data() + pos + 8);
           }
           if (!old.word && !old.bitmap) continue;
           QCOW_ASSIGN_OR_RETURN(L2Entry ne, convert(old, guest, r, conv, zero_flag_ok));

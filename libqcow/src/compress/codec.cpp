@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <string>
 #include <memory>
 #include <new>
@@ -144,6 +145,35 @@ Result<size_t> compress(CompressionType type, std::span<const uint8_t> in, std::
 
 namespace qcow {
 
+namespace {
+
+// True when the bytes are spread so evenly over all 256 values (order-0 entropy
+// above 7.99 bits per byte, as random or already compressed data is) that
+// neither codec can bring a cluster below cluster_size - 1 bytes: deflate and
+// zstd would only spend time finding that out. Deterministic, so the
+// decision depends on the data alone.
+bool looks_incompressible(std::span<const uint8_t> data) {
+  if (data.size() < 4096) return false;
+  uint32_t h[4][256] = {};
+  size_t i = 0;
+  for (; i + 4 <= data.size(); i += 4) {
+    ++h[0][data[i]];
+    ++h[1][data[i + 1]];
+    ++h[2][data[i + 2]];
+    ++h[3][data[i + 3]];
+  }
+  for (; i < data.size(); ++i) ++h[0][data[i]];
+  const double n = double(data.size());
+  double entropy = 0;
+  for (int b = 0; b < 256; ++b) {
+    const uint32_t c = h[0][b] + h[1][b] + h[2][b] + h[3][b];
+    if (c) entropy -= double(c) / n * std::log2(double(c) / n);
+  }
+  return entropy > 7.99;
+}
+
+}  // namespace
+
 Result<size_t> compress_cluster(CompressionType type, uint32_t cluster_size, std::span<const uint8_t> data,
                                 std::span<uint8_t> out) {
   if (cluster_size == 0 || data.size() > cluster_size || out.size() + 1 < cluster_size)
@@ -155,6 +185,7 @@ Result<size_t> compress_cluster(CompressionType type, uint32_t cluster_size, std
     std::copy(data.begin(), data.end(), padded.begin());
     data = padded;
   }
+  if (looks_incompressible(data)) return size_t{0};
   try {
     return compress::compress(type, data, out.first(cluster_size - 1));
   } catch (const std::bad_alloc&) {

@@ -124,21 +124,42 @@ Result<uint64_t> Refcounts::find_free_run(uint64_t start, uint64_t n) {
   return run_start;
 }
 
-Status Refcounts::create_block(uint64_t rt) {
-  uint64_t off = (rt << geo_.refblock_bits) << geo_.cluster_bits;
-  if (off >= kMaxHostOffset) return Status::error(ErrorCode::kNoSpace, "host offset limit reached");
-  QCOW_ASSIGN_OR_RETURN(uint8_t * b, cache_.get_empty(off));
-  std::fill(b, b + geo_.cluster_size, 0);
-  set_refcount_entry(b, geo_.refcount_order, 0, 1);  // the block describes itself
-  cache_.mark_dirty(off);
-  // The block must be durable before the table entry that points to it.
+Status Refcounts::create_blocks(uint64_t first_cluster, const std::vector<uint64_t>& ranges) {
+  // New blocks go to clusters first_cluster, first_cluster+1, ... (free; their ranges all
+  // have blocks or are in `ranges`). A block whose cluster lies in its own range describes
+  // itself; one outside it is counted by the block of the range it lies in.
+  const uint64_t k = ranges.size();
+  if (((first_cluster + k) << geo_.cluster_bits) > kMaxHostOffset)
+    return Status::error(ErrorCode::kNoSpace, "host offset limit reached");
+  for (uint64_t j = 0; j < k; ++j) {
+    uint64_t off = (first_cluster + j) << geo_.cluster_bits;
+    QCOW_ASSIGN_OR_RETURN(uint8_t * b, cache_.get_empty(off));
+    std::fill(b, b + geo_.cluster_size, 0);
+    cache_.mark_dirty(off);
+  }
+  for (uint64_t j = 0; j < k; ++j) {
+    uint64_t c = first_cluster + j, rt = c >> geo_.refblock_bits;
+    auto it = std::find(ranges.begin(), ranges.end(), rt);
+    if (it == ranges.end()) {
+      QCOW_TRY(update(c, 1));
+      continue;
+    }
+    uint64_t off = (first_cluster + uint64_t(it - ranges.begin())) << geo_.cluster_bits;
+    QCOW_ASSIGN_OR_RETURN(uint8_t * b, cache_.get(off));
+    set_refcount_entry(b, geo_.refcount_order, c & (geo_.refblock_entries - 1), 1);
+    cache_.mark_dirty(off);
+  }
+  // The blocks (and the counts of their clusters) must be durable before the table entries.
   QCOW_TRY(cache_.flush());
   QCOW_TRY(barrier_->barrier());
-  uint8_t e[8];
-  store_be64(e, off);
-  QCOW_TRY(file_->write_at(reftable_offset_ + rt * 8, e));
-  barrier_->note_write();
-  reftable_[rt] = off;
+  for (uint64_t j = 0; j < k; ++j) {
+    uint64_t off = (first_cluster + j) << geo_.cluster_bits;
+    uint8_t e[8];
+    store_be64(e, off);
+    QCOW_TRY(file_->write_at(reftable_offset_ + ranges[j] * 8, e));
+    barrier_->note_write();
+    reftable_[ranges[j]] = off;
+  }
   return Status::ok();
 }
 
@@ -202,26 +223,35 @@ Status Refcounts::grow_table(uint64_t needed) {
 }
 
 Result<uint64_t> Refcounts::alloc(uint64_t n) {
+  // Look for n free clusters preceded by room for the refcount blocks their ranges lack
+  // (`spare`), so a run may span any number of ranges without a block: the new blocks
+  // go in front of it instead of at the start of each range, which would split the run.
+  uint64_t spare = 0;
   for (int attempt = 0; attempt < 1000; ++attempt) {
-    QCOW_ASSIGN_OR_RETURN(uint64_t start, find_free_run(free_hint_, n));
-    bool restart = false;
-    for (uint64_t rt = start >> geo_.refblock_bits; rt <= (start + n - 1) >> geo_.refblock_bits; ++rt) {
-      if (rt >= reftable_.size()) {
-        QCOW_TRY(grow_table(rt));
-        restart = true;
-        break;
-      }
-      QCOW_ASSIGN_OR_RETURN(uint64_t b, block_offset(rt));
-      if (!b) {
-        QCOW_TRY(create_block(rt));
-        restart = true;
-        break;
-      }
+    QCOW_ASSIGN_OR_RETURN(uint64_t area, find_free_run(free_hint_, n + spare));
+    const uint64_t area_end = area + n + spare;
+    const uint64_t last_rt = (area_end - 1) >> geo_.refblock_bits;
+    if (last_rt >= reftable_.size()) {
+      QCOW_TRY(grow_table(last_rt));
+      continue;
     }
-    if (restart) continue;
-    for (uint64_t c = start; c < start + n; ++c) QCOW_TRY(update(c, 1));
-    if (start == free_hint_) free_hint_ = start + n;
-    return start << geo_.cluster_bits;
+    std::vector<uint64_t> missing;
+    for (uint64_t rt = area >> geo_.refblock_bits; rt <= last_rt; ++rt) {
+      QCOW_ASSIGN_OR_RETURN(uint64_t b, block_offset(rt));
+      if (!b) missing.push_back(rt);
+    }
+    if (missing.size() > spare) {
+      spare = missing.size();
+      continue;
+    }
+    if (!missing.empty()) {
+      QCOW_TRY(create_blocks(area, missing));
+      spare = 0;
+      continue;
+    }
+    for (uint64_t c = area; c < area + n; ++c) QCOW_TRY(update(c, 1));
+    if (area == free_hint_) free_hint_ = area + n;
+    return area << geo_.cluster_bits;
   }
   return Status::internal("cluster allocation did not converge");
 }

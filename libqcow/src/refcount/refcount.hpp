@@ -3,9 +3,10 @@
 // Widths 1..64 bits (refcount_order 0..6). Sub-byte entries are packed with
 // entry 0 in the least significant bits of byte 0, as the spec says.
 //
-// Allocation never needs an outside resource: a missing refcount block for a
-// range is created at the range's first cluster, describing itself (all counts
-// in a range without a block are zero, so that cluster is free); a refcount
+// Allocation never needs an outside resource: missing refcount blocks for the
+// ranges a run touches are created just before the run (so a run can be longer
+// than one block's range); a block placed in its own range describes itself,
+// e.g. at the range's first cluster when the run starts a fresh range; a refcount
 // table too small for a new block is moved to a fresh area that carries its
 // own new blocks. Frees are deferred (free_later) and applied only after the
 // metadata that stopped referencing the clusters is durable, so a crash can
@@ -59,7 +60,8 @@ class Refcounts {
  private:
   Result<uint64_t> block_offset(uint64_t rt_index);  // 0 when missing
   Result<uint64_t> find_free_run(uint64_t start, uint64_t n);
-  Status create_block(uint64_t rt_index);
+  // Writes new refcount blocks for `ranges` at consecutive clusters from first_cluster.
+  Status create_blocks(uint64_t first_cluster, const std::vector<uint64_t>& ranges);
   Status grow_table(uint64_t needed_index);
 
   File* file_;
