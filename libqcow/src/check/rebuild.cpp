@@ -75,7 +75,7 @@ Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order) {
   store_be32(hb + 8, uint32_t(T));
   size_t n = 12;
   if (new_order) {
-    QCOW_ASSIGN_OR_RETURN(size_t got, d.file_->read_at(48, std::span<uint8_t>(hb + 12, 40)));
+    QCOW_ASSIGN_OR_RETURN(size_t got, d.file_->read_at(60, std::span<uint8_t>(hb + 12, 40)));
     if (got < 40) return Status::corrupt("header truncated");
     store_be32(hb + 48, *new_order);
     n = 52;
