@@ -5,6 +5,8 @@
 #      QEMU_M (qemu-img -m for the compressed cases; default: the best of 4 8 16, measured once).
 # The source is a deterministic 2 GiB raw image: ~40% random data, ~20% compressible text,
 # ~40% zero runs of varying length (holes). Both tools run with a warm page cache.
+# Columns: median wall seconds, median of the per-pair qimg/qemu wall ratios, median CPU seconds
+# (user+sys, all threads), peak RSS (largest of the runs).
 set -euo pipefail
 QIMG=${1:-build/qimg}; QIMG=$(readlink -f "$QIMG")
 WORK=${2:-/tmp/qimg-convert-bench}
@@ -54,11 +56,11 @@ CASE[qcow2-el2-64k]="src64k.qcow2|-f qcow2 -O qcow2 -o extended_l2=on,cluster_si
 CASE[raw-zlib]="src.raw|-f raw -O qcow2 -c -o compression_type=zlib -W -m QM|-f raw -O qcow2 -c -o compression_type=zlib"
 CASE[raw-zstd]="src.raw|-f raw -O qcow2 -c -o compression_type=zstd -W -m QM|-f raw -O qcow2 -c -o compression_type=zstd"
 
-run() { # label outfile cmd... ; appends "seconds maxrss_kb" to label.t
+run() { # label outfile cmd... ; appends "seconds maxrss_kb cpu_seconds" to label.t
   local label=$1 out=$2; shift 2
   rm -f "$out"; sync
-  /usr/bin/time -f "%e %M" -o "$label.one" "$@" "$out" >/dev/null
-  cat "$label.one" >> "$label.t"
+  /usr/bin/time -f "%e %M %U %S" -o "$label.one" "$@" "$out" >/dev/null
+  awk '{print $1, $2, $3 + $4}' "$label.one" >> "$label.t"
 }
 
 if [ -z "${QEMU_M:-}" ] && [[ " $CASES " == *" raw-zlib "* || " $CASES " == *" raw-zstd "* ]]; then
@@ -72,7 +74,7 @@ if [ -z "${QEMU_M:-}" ] && [[ " $CASES " == *" raw-zlib "* || " $CASES " == *" r
 fi
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-printf '%-14s %9s %9s %7s %11s %11s %s\n' case qemu_s qimg_s ratio qemu_rss qimg_rss check
+printf '%-14s %8s %8s %7s %9s %9s %10s %10s %s\n' case qemu_s qimg_s ratio qemu_cpu qimg_cpu qemu_rss qimg_rss check
 for c in $CASES; do
   IFS='|' read -r src qargs iargs <<< "${CASE[$c]}"
   qargs=${qargs//QM/${QEMU_M:-16}}
@@ -86,8 +88,9 @@ for c in $CASES; do
   ok=$(qemu-img compare -q "$src" "i.$c.out" && echo same || echo DIFFERENT)
   case $c in *raw) ;; *) qemu-img check -q "i.$c.out" || ok="$ok,check-FAILED" ;; esac
   ratio=$(paste -d' ' i.t q.t | awk '{print ($3 > 0) ? $1 / $3 : 0}' | median)
-  printf '%-14s %9s %9s %7.3f %9sKB %9sKB %s\n' "$c" "$(cut -d' ' -f1 q.t | median)" "$(cut -d' ' -f1 i.t | median)" \
-    "$ratio" "$(cut -d' ' -f2 q.t | sort -n | tail -1)" "$(cut -d' ' -f2 i.t | sort -n | tail -1)" \
+  printf '%-14s %8s %8s %7.3f %9s %9s %8sKB %8sKB %s\n' "$c" "$(cut -d' ' -f1 q.t | median)" "$(cut -d' ' -f1 i.t | median)" \
+    "$ratio" "$(cut -d' ' -f3 q.t | median)" "$(cut -d' ' -f3 i.t | median)" \
+    "$(cut -d' ' -f2 q.t | sort -n | tail -1)" "$(cut -d' ' -f2 i.t | sort -n | tail -1)" \
     "$ok; sizes q=$(du -k "q.$c.out" | cut -f1)K i=$(du -k "i.$c.out" | cut -f1)K"
   rm -f "q.$c.out" "i.$c.out"
 done

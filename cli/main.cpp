@@ -14,6 +14,7 @@
 
 #include "cli/output.hpp"
 #include "commands/amend.hpp"
+#include "commands/bench.hpp"
 #include "commands/check.hpp"
 #include "commands/convert.hpp"
 #include "commands/create.hpp"
@@ -50,6 +51,7 @@ struct Command {
 // list the same commands.
 const Command kCommands[] = {
     {"amend", "Change the format-specific options of an image", &setup<AmendOptions, register_amend, run_amend>},
+    {"bench", "Run a simple image benchmark or a copy-on-write scenario", &setup<BenchOptions, register_bench, run_bench>},
     {"check", "Check the image for errors", &setup<CheckOptions, register_check, run_check>},
     {"convert", "Convert or copy images", &setup<ConvertOptions, register_convert, run_convert>},
     {"create", "Create a new image", &setup<CreateOptions, register_create, run_create>},

@@ -1,11 +1,11 @@
-// The copy engine of qimg convert: sources seen as one disk, and a bounded
-// pipeline (one reader thread, with -c N worker threads, the calling thread
-// writing in guest order).
+// The copy engine of qimg convert: sources seen as one disk, copied in
+// 2 MiB chunks. Without -c one thread reads, classifies and writes each chunk
+// in turn. With -c a bounded pipeline runs: one reader thread, N worker
+// threads that classify units (zero, same as the base, data) and compress
+// clusters, and the calling thread writing in guest order (any order with -W).
 //
 // Each qcow::Image is used by one thread only: the sources and the base image
-// by the reader, the target by the writer. Workers touch buffers only: they
-// classify units (zero, same as the base, data) and compress clusters;
-// without -c the reader classifies, as there is nothing worth a hand-over.
+// by the reader, the target by the writer; workers touch buffers only.
 // Memory is bounded: at most (workers + 2) chunks are in flight, each holding
 // up to three kChunkBytes buffers (source data, base data with -B, compressed
 // output with -c), whatever the image size.

@@ -1,6 +1,7 @@
 # bash completion for qimg                                   -*- shell-script -*-
 # Keep in sync with the command table in cli/main.cpp and man/qimg.1.
 
+_qimg_amend_keys="backing_file= backing_fmt= compat= extended_l2= lazy_refcounts= refcount_bits= size= help"
 _qimg_create_keys="backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= lazy_refcounts= preallocation= refcount_bits= size= help"
 
 _qimg()
@@ -8,16 +9,16 @@ _qimg()
     local cur prev words cword
     _init_completion -s || return
 
-    local commands="check convert create info io map"
+    local commands="amend check convert create info io map"
     local cmd="" i
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            check|convert|create|info|io|map) cmd=${words[i]}; break ;;
+            amend|check|convert|create|info|io|map) cmd=${words[i]}; break ;;
         esac
     done
 
     if [[ -z $cmd ]]; then
-        COMPREPLY=($(compgen -W "$commands --version --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "$commands -V --version -h --help" -- "$cur"))
         return
     fi
 
@@ -39,7 +40,10 @@ _qimg()
                 compression_type=*) COMPREPLY=($(compgen -P "$prefix${last%%=*}=" -W "zlib zstd" -- "${last#*=}")) ;;
                 extended_l2=*|lazy_refcounts=*|data_file_raw=*|encryption=*)
                     COMPREPLY=($(compgen -P "$prefix${last%%=*}=" -W "on off" -- "${last#*=}")) ;;
-                *) COMPREPLY=($(compgen -P "$prefix" -W "$_qimg_create_keys" -- "$last")); compopt -o nospace ;;
+                *)
+                    local keys=$_qimg_create_keys
+                    [[ $cmd == amend ]] && keys=$_qimg_amend_keys
+                    COMPREPLY=($(compgen -P "$prefix" -W "$keys" -- "$last")); compopt -o nospace ;;
             esac
             return ;;
         -b|-B)
@@ -55,6 +59,7 @@ _qimg()
     if [[ $cur == -* ]]; then
         local opts
         case $cmd in
+            amend)   opts="-f -o -p -q --force --help" ;;
             create)  opts="-f -o -b -F -u -q --help" ;;
             info)    opts="-f --output --backing-chain -U --force-share --help" ;;
             map)     opts="-f --output --start-offset --max-length -U --force-share --help" ;;

@@ -1,17 +1,27 @@
 # fish completion for qimg. Keep in sync with cli/main.cpp and man/qimg.1.
 
-set -l cmds check convert create info io map
+set -l cmds amend check convert create info io map
+set -l amend_keys backing_file= backing_fmt= compat= extended_l2= lazy_refcounts= refcount_bits= size= help
 set -l okeys backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= lazy_refcounts= preallocation= refcount_bits= size= help
 
 complete -c qimg -f
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -s V -l version -d 'Print version'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -s h -l help -d 'Print help'
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a amend -d 'Change the format-specific options of an image'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a check -d 'Check the image for errors'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a convert -d 'Convert or copy images'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a create -d 'Create a new image'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a info -d 'Show information about an image'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a io -d 'Run qemu-io style commands'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a map -d 'Show the allocation map'
+
+# amend
+complete -c qimg -n '__fish_seen_subcommand_from amend' -F
+complete -c qimg -n '__fish_seen_subcommand_from amend' -s f -x -a 'qcow2' -d 'Image format'
+complete -c qimg -n '__fish_seen_subcommand_from amend' -s o -x -a "$amend_keys" -d 'Options to change'
+complete -c qimg -n '__fish_seen_subcommand_from amend' -s p -d 'Show progress'
+complete -c qimg -n '__fish_seen_subcommand_from amend' -s q -d 'Quiet'
+complete -c qimg -n '__fish_seen_subcommand_from amend' -l force -d 'Accepted for qemu-img compatibility'
 
 # create
 complete -c qimg -n '__fish_seen_subcommand_from create' -F

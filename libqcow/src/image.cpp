@@ -10,6 +10,7 @@
 #include "codec/bytes.hpp"
 #include "driver.hpp"
 #include "format/constants.hpp"
+#include "qcow/version.hpp"
 #include "qcow2/qcow2_driver.hpp"
 
 namespace qcow {
@@ -22,7 +23,7 @@ std::optional<Format> parse_format(std::string_view name) {
   return std::nullopt;
 }
 
-std::string version() { return QCOW_VERSION; }
+std::string version() { return QCOW_VERSION_STRING; }
 
 Status read_clamped(Driver& d, uint64_t offset, std::span<uint8_t> buf) {
   uint64_t size = d.size();

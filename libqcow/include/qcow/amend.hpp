@@ -7,6 +7,10 @@
 // header write switches to them (the commit point), then the old tables are
 // freed. A crash before the commit leaves the old image (plus leaked clusters),
 // after it the new one.
+//
+// Synchronous; opens the image writable and takes its exclusive lock, so it
+// fails with kLocked while another process uses the image. Safe to call from
+// any thread for different images.
 #pragma once
 
 #include <cstdint>
@@ -31,8 +35,10 @@ struct AmendOptions {
   FileWrapFn wrap_file;                    // fault injection in tests
 };
 
+// Applies every option that is set, in one go; unset options keep their value.
 // Errors: kUnsupported for changes the format cannot express (e.g. compat=0.10 with
-// extended L2 or zstd), kInvalidArgument for bad values, plus any I/O or corruption error.
+// extended L2 or zstd), kInvalidArgument for bad values, kNotFound / kLocked as
+// Image::open, plus any I/O or corruption error.
 Status amend_image(const std::string& path, const AmendOptions& options);
 
 }  // namespace qcow

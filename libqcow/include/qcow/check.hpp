@@ -10,7 +10,10 @@
 // the image is checked again and the report describes that second check (the
 // *_fixed counts describe the repair).
 //
-// Synchronous; takes the image lock like Image::open.
+// Synchronous; takes the image lock like Image::open (exclusive when
+// repairing, shared otherwise, none with force_share), so it fails with
+// kLocked while another process writes the image. Safe to call from any
+// thread for different images.
 #pragma once
 
 #include <cstdint>

@@ -74,12 +74,14 @@ enum class LockMode { kNone, kShared /* reader: others may not write */, kExclus
 enum class CacheMode { kWriteback, kNone /* O_DIRECT */, kWritethrough /* flush after every write */ };
 
 // Opens a host file. Locks are OFD byte-range locks on the bytes QEMU's
-// file-posix driver uses, so qimg and QEMU see each other's locks.
+// file-posix driver uses, so qimg and QEMU see each other's locks. Errors:
+// kNotFound (no such file), kLocked (a conflicting lock is held), kIo
+// (any other open(2)/fcntl(2) failure, errno saved).
 Result<std::unique_ptr<File>> open_posix_file(const std::string& path, FileMode mode,
                                               LockMode lock = LockMode::kNone,
                                               CacheMode cache = CacheMode::kWriteback);
 
-// A File held in memory (tests, fuzzing).
+// A File held in memory (tests, fuzzing); `name` is what path() returns.
 std::unique_ptr<File> make_memory_file(std::string name, std::string initial = {});
 
 // Counts calls and bytes; the bench reads these.

@@ -1,8 +1,23 @@
 // Image: a qcow2 or raw disk image with its backing chain.
 //
 // Synchronous and blocking. One Image handle is used by one thread at a time;
-// independent handles may be used concurrently (each opens its own files).
-// Every call returns a Status or Result; nothing throws.
+// independent handles may be used concurrently (each opens its own files, and
+// file locks keep two writers off one image). Every call returns a Status or
+// Result; nothing throws (out of memory becomes kLimit, an unexpected
+// exception kInternal). Messages name the file and, for corruption, the
+// structure and offset involved.
+//
+// Errors common to all calls: kIo (the host file failed; errno saved),
+// kCorrupt (on-disk metadata violates the format), kLimit (a size read from
+// disk exceeds a fixed bound, or memory ran out), kInternal (a bug).
+//
+// Typical use:
+//   auto img = qcow::Image::open("disk.qcow2");         // read-only, format probed
+//   if (!img) return img.status();
+//   std::vector<uint8_t> buf(4096);
+//   QCOW_TRY(img->read(0, buf));
+//   QCOW_TRY(img->close());
+// examples/ has complete programs.
 #pragma once
 
 #include <cstdint>
@@ -28,7 +43,9 @@ enum class Compress { kNo, kYes };
 // allocated, keeping host extents contiguous (the bench measures the effect).
 enum class AllocPolicy { kDefault, kReserve };
 
+// "qcow2" or "raw".
 const char* format_name(Format f);
+// The inverse of format_name(); nullopt for any other name.
 std::optional<Format> parse_format(std::string_view name);
 
 // Decorates every File the image opens (the image and its backing files):
@@ -71,11 +88,12 @@ struct CreateOptions {
   Preallocation preallocation = Preallocation::kOff;
   CompressionType compression_type = CompressionType::kZlib;
   std::string backing_file;
-  std::string backing_format;      // empty: probed and recorded
+  std::string backing_format;      // empty: none recorded (qimg create probes and passes it)
   FileWrapFn wrap_file;
 };
 
-// One run of block status across the chain (qemu-img map's entry).
+// One run of block status across the chain (qemu-img map's entry). At
+// subcluster granularity on extended-L2 images.
 struct Extent {
   uint64_t offset = 0;             // guest offset
   uint64_t length = 0;
@@ -100,37 +118,83 @@ class Image {
   Image& operator=(Image&&) noexcept;
   ~Image();  // best-effort flush; call close() to see errors
 
+  // Opens an image and its backing chain (unless options.open_backing is
+  // false). Read-only unless options.writable; a writable open takes an
+  // exclusive lock, a read-only one a shared lock (none with force_share).
+  // Opening a dirty image writable repairs its refcounts first
+  // (options.repair_dirty). Errors: kNotFound (no such file, or no such
+  // snapshot), kLocked (another process holds a conflicting lock),
+  // kUnsupported (unknown incompatible feature, external data file, writing an
+  // encrypted image, a backing format other than qcow2/raw), kReadOnly
+  // (writable open of an image marked corrupt), kInvalidArgument (bad
+  // options, e.g. a writable snapshot), kCorrupt / kLimit (bad header or
+  // tables, a backing chain too deep or looping), kIo.
   static Result<Image> open(const std::string& path, const OpenOptions& options = {});
-  // Creates the file (truncating an existing one) and closes it.
+  // Creates the file (truncating an existing one) and closes it. The backing
+  // file is recorded as given and not opened here (options.size must be set;
+  // qimg create reads the backing file's size itself). Errors:
+  // kInvalidArgument (an option out of range or an impossible combination,
+  // e.g. a raw image with a backing file, extended L2 with compat 0.10),
+  // kIo, kNoSpace.
   static Status create(const std::string& path, const CreateOptions& options);
 
+  // Virtual disk size in bytes.
   uint64_t size() const;
   const std::string& path() const;
   Format format() const;
   bool writable() const;
 
-  // Reads guest bytes; ranges past the end of a shorter backing file read zeros.
+  // Reads buf.size() guest bytes at offset, through the backing chain; parts
+  // past the end of a shorter backing file read as zeros. Errors:
+  // kInvalidArgument (the range extends past size()), kUnsupported (encrypted
+  // data), kCorrupt, kIo.
   Status read(uint64_t offset, std::span<uint8_t> buf);
-  // Writes guest bytes. With Compress::kYes the range must cover whole clusters
-  // (the last may be partial at the end of the disk).
+  // Writes guest bytes, allocating clusters (subclusters with extended L2) and
+  // copying unwritten parts from the backing file as needed. With
+  // Compress::kYes the range must cover whole clusters (the last may be
+  // partial at the end of the disk). Errors: kReadOnly (opened read-only, or
+  // the image was marked corrupt), kInvalidArgument (range past size(),
+  // misaligned compressed write), kNoSpace, kCorrupt (the image is then
+  // marked corrupt and refuses further writes), kIo.
   Status write(uint64_t offset, std::span<const uint8_t> buf, Compress compress = Compress::kNo);
   // Stores one cluster that compress_cluster() (qcow/compress.hpp) compressed, at a
   // cluster-aligned guest offset: the split form of write(..., Compress::kYes) that
   // lets other threads do the compressing. `compressed` is shorter than a cluster.
+  // Errors as write(); kInvalidArgument for an unaligned offset or data that
+  // is not shorter than a cluster; kUnsupported on raw images.
   Status write_compressed_cluster(uint64_t offset, std::span<const uint8_t> compressed);
+  // Makes [offset, offset+length) read as zeros, using zero flags instead of
+  // writing data where the format allows (per subcluster with extended L2);
+  // Unmap::kYes also lets it free the host clusters. Errors as write().
   Status write_zeroes(uint64_t offset, uint64_t length, Unmap unmap);
+  // Frees the whole clusters inside the range (the end of the disk counts as
+  // a cluster boundary); partial clusters are left alone. What discarded
+  // ranges read afterwards is unspecified (zeros or backing data), as in
+  // QEMU. Errors as write().
   Status discard(uint64_t offset, uint64_t length);
+  // Writes all cached metadata in order (refcounts before L2 before L1 before
+  // the header) and syncs the host file.
   Status flush();
-  Status resize(uint64_t new_size);   // grow only for qcow2
+  // Changes the virtual size. qcow2 images can only grow (kUnsupported
+  // otherwise); raw images are truncated or extended. Needs a writable image.
+  Status resize(uint64_t new_size);
+  // Flushes everything, backing files included, and reports the errors the
+  // destructor could only log. Calling it again returns OK; no other call is
+  // allowed afterwards (only destruction).
   Status close();
 
-  // Calls fn for each maximal run of [offset, offset+length); stops early when fn returns false.
+  // Calls fn for each maximal run of [offset, offset+length) with the same
+  // status (as qemu-img map); stops early when fn returns false. Errors:
+  // kInvalidArgument (range past size()), kCorrupt, kIo.
   Status block_status(uint64_t offset, uint64_t length, const std::function<bool(const Extent&)>& fn);
 
+  // A description of this image (no backing files); never fails.
   ImageInfo info() const;
   // This image first, then each backing file down the chain (for info --backing-chain).
   std::vector<ImageInfo> chain_info() const;
   CacheStats cache_stats() const;
+  // The internal driver, for libqcow's own tools and tests; not part of the
+  // stable API (its type is not declared in the installed headers).
   Driver& driver() { return *driver_; }
 
  private:
@@ -138,6 +202,9 @@ class Image {
   std::unique_ptr<Driver> driver_;
 };
 
+// The version of the libqcow this program runs with, "MAJOR.MINOR.PATCH" (from
+// CMake's project(VERSION)); compare with QCOW_VERSION_STRING in
+// qcow/version.hpp for the headers it was built with.
 std::string version();
 
 }  // namespace qcow

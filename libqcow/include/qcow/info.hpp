@@ -1,4 +1,8 @@
 // Plain descriptions of an image, for `qimg info` and library users.
+//
+// Value types filled by Image::info() and Image::chain_info(); copies own all
+// their data and stay valid after the Image is closed. Field names and
+// meanings follow `qemu-img info --output=json`.
 #pragma once
 
 #include <cstdint>

@@ -65,6 +65,9 @@ class [[nodiscard]] Status {
   std::shared_ptr<const Rep> rep_;
 };
 
+// A value or the Status that explains why there is none. value(), operator*
+// and operator-> require is_ok() (otherwise std::bad_variant_access is
+// thrown: a caller bug); status() is OK exactly when a value is held.
 template <class T>
 class [[nodiscard]] Result {
  public:

@@ -233,41 +233,39 @@ class PosixFile final : public File {
     return static_cast<uint64_t>(st.st_blocks) * 512;
   }
 
+  // SEEK_HOLE first: inside data (the common case for callers that probe data runs)
+  // this answers with one system call; a hole needs a second one (SEEK_DATA).
   Result<bool> probe_data(uint64_t offset, uint64_t* run_end) override {
-    QCOW_ASSIGN_OR_RETURN(uint64_t fsize, size());
-    if (offset >= fsize) {
-      // Past EOF everything reads as zeros: an endless hole (callers clamp).
-      *run_end = std::numeric_limits<uint64_t>::max();
-      return false;
-    }
-    off_t data = ::lseek(fd_, static_cast<off_t>(offset), SEEK_DATA);
-    if (data < 0) {
-      if (errno == ENXIO) {  // no data from offset on: a hole up to EOF
-        *run_end = fsize;
+    off_t hole = ::lseek(fd_, static_cast<off_t>(offset), SEEK_HOLE);
+    if (hole < 0) {
+      if (errno == ENXIO) {  // at or past EOF: reads as zeros, an endless hole (callers clamp)
+        *run_end = std::numeric_limits<uint64_t>::max();
         return false;
       }
       if (is_unsupported_errno(errno)) {
-        *run_end = fsize;
-        return true;
-      }
-      return errno_status(path_, fmt::format("lseek(SEEK_DATA) at offset {:#x} failed", offset), errno);
-    }
-    if (static_cast<uint64_t>(data) > offset) {
-      *run_end = std::min<uint64_t>(static_cast<uint64_t>(data), fsize);
-      return false;
-    }
-    off_t hole = ::lseek(fd_, static_cast<off_t>(offset), SEEK_HOLE);
-    if (hole < 0) {
-      // ENXIO here means the file shrank under us; report data to EOF.
-      if (errno == ENXIO || is_unsupported_errno(errno)) {
-        *run_end = fsize;
+        QCOW_ASSIGN_OR_RETURN(uint64_t fsize, size());
+        *run_end = std::max(fsize, offset + 1);
         return true;
       }
       return errno_status(path_, fmt::format("lseek(SEEK_HOLE) at offset {:#x} failed", offset), errno);
     }
-    *run_end = std::min(std::max<uint64_t>(static_cast<uint64_t>(hole), offset + 1), fsize);
-    return true;
+    if (static_cast<uint64_t>(hole) > offset) {
+      *run_end = static_cast<uint64_t>(hole);
+      return true;
+    }
+    off_t data = ::lseek(fd_, static_cast<off_t>(offset), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) {  // no data from here to EOF
+        QCOW_ASSIGN_OR_RETURN(uint64_t fsize, size());
+        *run_end = std::max(fsize, offset + 1);
+        return false;
+      }
+      return errno_status(path_, fmt::format("lseek(SEEK_DATA) at offset {:#x} failed", offset), errno);
+    }
+    *run_end = static_cast<uint64_t>(data);
+    return false;
   }
+
 
   const std::string& path() const override { return path_; }
 

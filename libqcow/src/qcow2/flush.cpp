@@ -31,10 +31,15 @@ Status Qcow2Driver::flush() {
     QCOW_TRY(refcounts_->flush());
   }
   // Space we allocated but left as a hole at the end must still be inside the file.
+  // Only ever grow: refcount blocks and tables are written past file_size_ without
+  // updating it, and truncating to alloc_end_ would cut them off.
   if (alloc_end_ > file_size_) {
-    QCOW_TRY(file_->truncate(alloc_end_));
-    file_size_ = alloc_end_;
-    barrier_.note_write();
+    QCOW_ASSIGN_OR_RETURN(uint64_t actual, file_->size());
+    if (alloc_end_ > actual) {
+      QCOW_TRY(file_->truncate(alloc_end_));
+      barrier_.note_write();
+    }
+    file_size_ = std::max(actual, alloc_end_);
   }
   return barrier_.barrier();
 }
