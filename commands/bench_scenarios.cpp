@@ -190,7 +190,7 @@ qcow::Result<std::vector<RunResult>> run_configuration(const ScenarioParams& p, 
   static int serial = 0;
   const bool raw = !c.raw.empty();
   Session s{p, fmt::format("{}/{}-{}.{}", p.dir, p.scenario, serial++, raw ? "raw" : "qcow2"),
-            raw ? qcow::Format::kRaw : qcow::Format::kQcow2, {}, c};
+            raw ? qcow::Format::kRaw : qcow::Format::kQcow2, {}, c, std::make_shared<qcow::IoCounters>(), {}};
 
   // Create options: -o items and the matrix values (a raw baseline takes none of them).
   OptionList list;

@@ -195,23 +195,28 @@ Status Qcow2Driver::write_allocating(uint64_t pos, std::span<const uint8_t> data
   }
   const uint64_t buf_guest = cstart + range[0].first;
   const uint64_t buf_len = (n - 1) * cs + range[n - 1].second - range[0].first;
-  scratch_.resize(buf_len);
   const uint64_t head = pos - buf_guest, tail_at = run_end - buf_guest;
-  QCOW_TRY(read_view(buf_guest, std::span(scratch_).first(head)));
-  std::memcpy(scratch_.data() + head, data.data(), run_end - pos);
-  QCOW_TRY(read_view(run_end, std::span(scratch_).subspan(tail_at)));
+  // Whole clusters need no copy-on-write: write the caller's buffer as it is.
+  const bool direct = head == 0 && tail_at == buf_len;
+  if (!direct) {
+    scratch_.resize(buf_len);
+    QCOW_TRY(read_view(buf_guest, std::span(scratch_).first(head)));
+    std::memcpy(scratch_.data() + head, data.data(), run_end - pos);
+    QCOW_TRY(read_view(run_end, std::span(scratch_).subspan(tail_at)));
+  }
+  const uint8_t* out = direct ? data.data() : scratch_.data();
   // Zero head/tail in fresh space past the end of the file: reserve the range with one
   // fallocate (reads as zeros, like QEMU's write_zeroes of zero COW regions) and write only
   // the rest. Leaving holes instead would make QEMU treat the image as metadata-preallocated.
   uint64_t w0 = 0, w1 = buf_len;
   const uint64_t host_buf = host + range[0].first;
-  if (fresh) {
-    if (buffer_is_zero(scratch_.data(), head)) w0 = head;
-    if (buffer_is_zero(scratch_.data() + tail_at, buf_len - tail_at)) w1 = tail_at;
+  if (fresh && !direct) {
+    if (buffer_is_zero(out, head)) w0 = head;
+    if (buffer_is_zero(out + tail_at, buf_len - tail_at)) w1 = tail_at;
     if ((w0 || w1 < buf_len) && options_.alloc != AllocPolicy::kReserve) QCOW_TRY(file_->allocate(host_buf, buf_len));
   }
   if (header_.crypt_method) return Status::unsupported("writing encrypted images is not supported yet");
-  QCOW_TRY(file_->write_at(host_buf + w0, std::span<const uint8_t>(scratch_.data() + w0, w1 - w0)));
+  QCOW_TRY(file_->write_at(host_buf + w0, std::span<const uint8_t>(out + w0, w1 - w0)));
   barrier_.note_write();
   file_size_ = std::max(file_size_, host_buf + w1);
   alloc_end_ = std::max(alloc_end_, host + n * cs);
