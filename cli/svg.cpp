@@ -22,6 +22,7 @@ void nice_axis(double max, double* top, double* step) {
 }
 
 std::string number(double v) {
+  if (v == 0) return "0";
   if (v >= 100) return fmt::format("{:.0f}", v);
   if (v >= 10) return fmt::format("{:.1f}", v);
   return fmt::format("{:.2f}", v);
@@ -48,12 +49,15 @@ std::string render_bar_chart(const BarChart& c) {
   const size_t per_group = std::max<size_t>(1, c.series.size());
   const double bar_w = 22, gap = 18;
   const double group_w = per_group * bar_w + gap;
-  const double left = 80, right = 30, top = 70, plot_h = 320;
   size_t longest = 0;
   for (const auto& cat : c.categories) longest = std::max(longest, cat.size());
+  // Category labels are rotated by -40 degrees and end under their group: the
+  // first one must not run off the left edge.
+  const double left = std::max(80.0, 24 + longest * 4.7 - group_w / 2), right = 30, top = 70, plot_h = 320;
   const double label_h = std::min<double>(220, 12 + longest * 5.2);  // labels at -40 degrees
   const double legend_h = 22.0 * ((c.series.size() + 2) / 3);
-  const double width = std::max(520.0, left + groups * group_w + right);
+  const double width = std::max({520.0, left + groups * group_w + right, 40 + c.subtitle.size() * 6.4,
+                                  40 + c.title.size() * 9.5});
   const double height = top + plot_h + label_h + 40 + legend_h;
 
   double max = 0;
@@ -98,7 +102,8 @@ std::string render_bar_chart(const BarChart& c) {
                    left + (width - left - right) / 2, top + plot_h + label_h + 22, xml_escape(c.x_label));
   // Bars, grouped by category.
   for (size_t g = 0; g < c.categories.size(); ++g) {
-    double gx = left + gap / 2 + g * group_w;
+    const double slot = (width - left - right) / double(groups);  // groups spread over the plot
+    double gx = left + g * slot + (slot - per_group * bar_w) / 2;
     for (size_t s = 0; s < c.series.size(); ++s) {
       double v = g < c.series[s].values.size() ? c.series[s].values[g] : -1;
       if (v < 0) continue;

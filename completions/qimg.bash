@@ -9,11 +9,11 @@ _qimg()
     local cur prev words cword
     _init_completion -s || return
 
-    local commands="amend check convert create info io map"
+    local commands="amend bench check convert create info io map"
     local cmd="" i
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            amend|check|convert|create|info|io|map) cmd=${words[i]}; break ;;
+            amend|bench|check|convert|create|info|io|map) cmd=${words[i]}; break ;;
         esac
     done
 
@@ -26,9 +26,24 @@ _qimg()
         -f|-O|-F)
             COMPREPLY=($(compgen -W "qcow2 raw" -- "$cur")); return ;;
         --output)
+            if [[ $cmd == bench ]]; then COMPREPLY=($(compgen -W "human json csv" -- "$cur")); return; fi
             COMPREPLY=($(compgen -W "human json" -- "$cur")); return ;;
         -t|--cache)
             COMPREPLY=($(compgen -W "none writeback writethrough directsync unsafe" -- "$cur")); return ;;
+        --scenario)
+            COMPREPLY=($(compgen -W "interleave cow-backing alloc partial rewrite" -- "$cur")); return ;;
+        --alloc)
+            COMPREPLY=($(compgen -W "default reserve" -- "$cur")); return ;;
+        --baseline)
+            COMPREPLY=($(compgen -W "raw" -- "$cur")); return ;;
+        -i)
+            if [[ $cmd == bench ]]; then COMPREPLY=($(compgen -W "threads native io_uring" -- "$cur")); return; fi ;;
+        --dir)
+            _filedir -d; return ;;
+        --plot)
+            _filedir svg; return ;;
+        -d|--count|--flush-interval|--pattern|--matrix|--size|--block-size|--seed)
+            return ;;
         -r)
             if [[ $cmd == check ]]; then COMPREPLY=($(compgen -W "leaks all" -- "$cur")); return; fi ;;
         -o)
@@ -60,6 +75,7 @@ _qimg()
         local opts
         case $cmd in
             amend)   opts="-f -o -p -q --force --help" ;;
+            bench)   opts="-c --count -d -f --flush-interval -n -i --no-drain -o --pattern -q -s -S -t -w -U --force-share --scenario --matrix --dir --keep --size --block-size --seed --baseline --alloc --output --plot --help" ;;
             create)  opts="-f -o -b -F -u -q --help" ;;
             info)    opts="-f --output --backing-chain -U --force-share --help" ;;
             map)     opts="-f --output --start-offset --max-length -U --force-share --help" ;;

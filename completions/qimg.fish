@@ -1,6 +1,6 @@
 # fish completion for qimg. Keep in sync with cli/main.cpp and man/qimg.1.
 
-set -l cmds amend check convert create info io map
+set -l cmds amend bench check convert create info io map
 set -l amend_keys backing_file= backing_fmt= compat= extended_l2= lazy_refcounts= refcount_bits= size= help
 set -l okeys backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= lazy_refcounts= preallocation= refcount_bits= size= help
 
@@ -8,6 +8,7 @@ complete -c qimg -f
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -s V -l version -d 'Print version'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -s h -l help -d 'Print help'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a amend -d 'Change the format-specific options of an image'
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a bench -d 'Run a benchmark or a copy-on-write scenario'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a check -d 'Check the image for errors'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a convert -d 'Convert or copy images'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a create -d 'Create a new image'
@@ -73,6 +74,35 @@ complete -c qimg -n '__fish_seen_subcommand_from io' -s U -l force-share -d 'Do 
 complete -c qimg -n '__fish_seen_subcommand_from io' -s r -l read-only -d 'Open read-only'
 complete -c qimg -n '__fish_seen_subcommand_from io' -s t -l cache -x -a 'none writeback writethrough directsync unsafe' -d 'Cache mode'
 complete -c qimg -n '__fish_seen_subcommand_from io' -s c -l cmd -x -a 'read write discard flush map info' -d 'Command'
+
+# bench
+complete -c qimg -n '__fish_seen_subcommand_from bench' -F
+complete -c qimg -n '__fish_seen_subcommand_from bench' -s c -l count -x -d 'Number of requests'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -s d -x -d 'Requests in parallel'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -s f -x -a 'qcow2 raw' -d 'Image format'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -l flush-interval -x -d 'Flush every N requests'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -s n -d 'Native AIO'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -s i -x -a 'threads native io_uring' -d 'AIO mode'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -l no-drain -d 'Flush without draining the queue'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -s o -x -d 'Start offset; image options in scenario mode'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -l pattern -x -d 'Byte written by write tests'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -s q -d 'Quiet'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -s s -x -d 'Request size'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -s S -x -d 'Step between request offsets'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -s t -x -a 'none writeback writethrough directsync unsafe' -d 'Cache mode'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -s w -d 'Write test'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -s U -l force-share -d 'Do not take the lock'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -l scenario -x -a 'interleave cow-backing alloc partial rewrite' -d 'Scenario'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -l matrix -x -d 'Sweep image options (key=v1,v2;key2=v1,v2)'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -l dir -x -a '(__fish_complete_directories)' -d 'Scratch directory parent'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -l keep -d 'Keep the scenario images'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -l size -x -d 'Virtual disk size of the scenario images'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -l block-size -x -d 'Request size of the scenario writes'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -l seed -x -d 'Seed of the random offsets'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -l baseline -x -a 'raw' -d 'Also run on raw files'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -l alloc -x -a 'default reserve' -d 'Host cluster allocation'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -l output -x -a 'human json csv' -d 'Output format'
+complete -c qimg -n '__fish_seen_subcommand_from bench' -l plot -r -F -d 'Write an SVG chart'
 
 # check
 complete -c qimg -n '__fish_seen_subcommand_from check' -F

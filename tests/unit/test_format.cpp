@@ -28,7 +28,7 @@ uint64_t encoded_bytes_needed(const Header& h) {
   if (h.crypto) n += 8 + 16;
   if (h.backing_format) n += 8 + align8(h.backing_format->size());
   if (h.data_file) n += 8 + align8(h.data_file->size());
-  if (h.version >= 3) n += 8 + 8 * 48;  // QEMU's feature name table: 8 known features
+  if (h.version >= 3 && h.cluster_size() > 4096) n += 8 + 8 * 48;  // feature name table (QEMU: clusters > 4 KiB)
   if (h.bitmaps) n += 8 + 24;
   for (const auto& e : h.unknown_extensions) n += 8 + align8(e.data.size());
   n += 8;  // end of extensions
@@ -154,7 +154,8 @@ TEST_CASE("header: encode/parse round trips, hand-written bytes, validation erro
                       CHECK(p.compression_type == h.compression_type);
                       CHECK(p.unknown_header_fields == h.unknown_header_fields);
                       CHECK(p.extended_l2() == bool(ext_l2));
-                      CHECK(p.feature_names.size() == 8);  // the feature table we always write for v3
+                      // The feature name table, written (as QEMU does) only with clusters above 4 KiB.
+                      CHECK(p.feature_names.size() == (cb > 12 ? 8u : 0u));
                     } else {
                       CHECK(p.incompatible_features == 0);
                       CHECK(p.refcount_order == 4);  // v2 has 16-bit refcounts only
@@ -193,7 +194,7 @@ TEST_CASE("header: encode/parse round trips, hand-written bytes, validation erro
       }
     }
     CHECK(encoded > 1000);
-    CHECK(rejected > 0);  // 512-byte v3 clusters have room for the feature table only
+    CHECK(rejected == 0);  // even 512-byte v3 clusters hold all of the above (no feature table there)
   }
 
   SUBCASE("bitmaps, encryption and data-file extensions round trip") {
@@ -217,6 +218,22 @@ TEST_CASE("header: encode/parse round trips, hand-written bytes, validation erro
     CHECK(p->crypt_method == kCryptLuks);
     CHECK(p->data_file == std::optional<std::string>("data.raw"));
     CHECK(p->autoclear_features == kAutoclearBitmaps);
+  }
+
+  SUBCASE("512-byte version 3 clusters hold a backing file name (no feature table), as with QEMU") {
+    Header h = base_header(3, 9);
+    h.backing_file = std::string(300, 'b');
+    h.backing_format = "qcow2";
+    Bytes b = encode_ok(h);
+    CHECK(load_be32(b.data() + kHeaderV3Length) == kExtBackingFormat);
+    auto p = parse(b);
+    REQUIRE(p.is_ok());
+    CHECK(p->backing_file == h.backing_file);
+    CHECK(p->feature_names.empty());
+    Header big = base_header(3, 13);  // 8 KiB: the table is there
+    auto q = parse(encode_ok(big));
+    REQUIRE(q.is_ok());
+    CHECK(q->feature_names.size() == 8);
   }
 
   SUBCASE("extensions that do not fit are rejected by the encoder") {

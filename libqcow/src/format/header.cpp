@@ -191,7 +191,9 @@ Result<std::vector<uint8_t>> encode_header(const Header& h) {
     ok &= put_ext(kExtBackingFormat, reinterpret_cast<const uint8_t*>(h.backing_format->data()), h.backing_format->size());
   if (h.data_file)
     ok &= put_ext(kExtDataFile, reinterpret_cast<const uint8_t*>(h.data_file->data()), h.data_file->size());
-  if (h.version >= 3) {
+  // Like QEMU, only with clusters above 4 KiB: the 392-byte table would leave no room for
+  // a backing file name in a 512-byte cluster.
+  if (h.version >= 3 && cs > 4096) {
     std::vector<uint8_t> table(std::size(kKnownFeatures) * 48, 0);
     for (size_t i = 0; i < std::size(kKnownFeatures); ++i) {
       table[i * 48] = kKnownFeatures[i].type;
