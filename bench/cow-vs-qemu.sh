@@ -67,8 +67,8 @@ qemu_io_time() { # image script
   local t0 t1 t2 t3
   t0=$(now); qemu-io -t "$CACHE" -f qcow2 "$1" < "$WORK/empty.io" > /dev/null; t1=$(now)
   t2=$(now); qemu-io -t "$CACHE" -f qcow2 "$1" < "$2" > /dev/null; t3=$(now)
-  python3 -c "print(max(1e-6, ($3 - $2) - ($1 - $0)))" "$t0" "$t1" "$t2" "$t3" 2>/dev/null ||
-    echo "($t3 - $t2) - ($t1 - $t0)" | bc -l
+  python3 -c 'import sys; a = [float(x) for x in sys.argv[1:]]; print(max(1e-6, (a[3] - a[2]) - (a[1] - a[0])))' \
+    "$t0" "$t1" "$t2" "$t3"
 }
 
 qimg_ops() { # scenario options phase [extra args...] -> ops/s of that phase
@@ -101,6 +101,8 @@ for scenario in $SCENARIOS; do
                  qemu-img convert -f raw -O qcow2 -o "$opts" full.raw "$img" ;;
         *) qemu-img create -q -f qcow2 -o "$opts" "$img" "$SIZE" ;;
       esac
+      # Both sides start with nothing dirty or cached (qimg bench does the same).
+      for f in "$img" backing.raw full.raw; do [ -f "$f" ] && drop_cache "$f"; done
       if [ "$scenario" = interleave ]; then
         n=$((BYTES / 8192))
         q1=$(qemu_bench_ops -w -d 1 -t "$CACHE" -s 4k -S 8k -c "$n" "$img")

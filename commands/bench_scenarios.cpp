@@ -63,6 +63,7 @@ qcow::Result<std::string> ensure_backing(const ScenarioParams& p) {
   co.size = p.size;
   QCOW_TRY(qcow::Image::create(path, co));
   QCOW_TRY(fill_image(path, qcow::Format::kRaw, p.size));
+  drop_page_cache(path);
   return path;
 }
 
@@ -232,6 +233,9 @@ qcow::Result<std::vector<RunResult>> run_configuration(const ScenarioParams& p, 
   }
   QCOW_TRY(qcow::Image::create(s.path, spec.options));
   if (p.scenario == "rewrite") QCOW_TRY(fill_image(s.path, s.format, p.size));
+  // Start every configuration alike: what creation and preparation wrote is on the
+  // device, not dirty in the page cache waiting for the measured phase's flush.
+  drop_page_cache(s.path);
 
   std::vector<RunResult> runs;
   QCOW_TRY(s.open(true));
