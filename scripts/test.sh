@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds qimg and runs the whole test suite twice: a normal build (build/) and an
 # AddressSanitizer + UndefinedBehaviorSanitizer build (build-asan/).
-# Unit tests, end-to-end tests and the QEMU interoperability matrix all run via ctest.
+# Unit tests, end-to-end tests and the QEMU interoperability matrix all run via ctest;
+# then each libFuzzer target runs for FUZZ_SECONDS (default 30) under ASan/UBSan.
 # Usage: bash scripts/test.sh        (from anywhere; .ci/run runs exactly this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,4 +23,7 @@ export ASAN_OPTIONS=detect_leaks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 ctest --test-dir build-asan -j"$JOBS" --output-on-failure
 
-echo "== all tests passed (build/ and build-asan/)"
+echo "== fuzz targets, ${FUZZ_SECONDS:-30} s each (build-fuzz/, clang + ASan/UBSan)"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
+
+echo "== all tests passed (build/, build-asan/, fuzzing)"

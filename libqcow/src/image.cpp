@@ -74,6 +74,13 @@ Result<std::unique_ptr<Driver>> open_driver(const std::string& path, const OpenO
   return std::unique_ptr<Driver>(std::move(d));
 }
 
+Result<std::unique_ptr<Driver>> open_qcow2(std::unique_ptr<File> file, const OpenOptions& options, int depth) {
+  auto d = std::make_unique<Qcow2Driver>(std::move(file), options);
+  std::vector<std::string> chain;
+  QCOW_TRY(d->open(depth, chain));
+  return std::unique_ptr<Driver>(std::move(d));
+}
+
 Image::Image(std::unique_ptr<Driver> d) : driver_(std::move(d)) {}
 Image::Image(Image&&) noexcept = default;
 Image& Image::operator=(Image&&) noexcept = default;
