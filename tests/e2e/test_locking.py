@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Image locking against QEMU: while qemu-io holds an image open for writing, a
+second writer (qimg io) and a locking reader (qimg info/map/check without -U)
+fail with one clear `qimg:` line and exit 1, and readers with -U succeed. While
+qemu-io holds it read-only, qimg readers work and qimg writers fail."""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+FAILURES = []
+
+
+def run(argv):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def expect(argv, ok, what):
+    r = run(argv)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    if ok and r.returncode != 0:
+        FAILURES.append(f"{what}: expected success, got {r.returncode}: {r.stderr.strip()}")
+    elif not ok:
+        if r.returncode != 1:
+            FAILURES.append(f"{what}: expected exit 1, got {r.returncode}")
+        elif len(lines) != 1 or not lines[0].startswith("qimg: ") or "lock" not in lines[0]:
+            FAILURES.append(f"{what}: expected one 'qimg: ... lock ...' line, got {r.stderr!r}")
+    print(("ok   " if not FAILURES or not FAILURES[-1].startswith(what) else "FAIL ") + what)
+
+
+def hold(img, readonly):
+    """Starts qemu-io on img and waits until it has the image open (it then waits on stdin)."""
+    argv = ["qemu-io"] + (["-r"] if readonly else []) + ["-f", "qcow2", img]
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdin.write("read 0 512\n")  # answered once the image is open
+    p.stdin.flush()
+    p.stdout.readline()
+    return p
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--qimg", required=True)
+    q = os.path.abspath(ap.parse_args().qimg)
+    with tempfile.TemporaryDirectory(prefix="qimg-lock-") as d:
+        img = os.path.join(d, "img.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", img, "16M"], check=True)
+        writer = hold(img, readonly=False)
+        try:
+            expect([q, "io", "-c", "write 0 4k", img], False, "second writer while qemu-io writes")
+            expect([q, "info", img], False, "locking reader (info) while qemu-io writes")
+            expect([q, "map", img], False, "locking reader (map) while qemu-io writes")
+            expect([q, "info", "-U", img], True, "info -U while qemu-io writes")
+            expect([q, "map", "-U", "--output=json", img], True, "map -U while qemu-io writes")
+            expect([q, "io", "-U", "-r", "-c", "read 0 4k", img], True, "io -U -r while qemu-io writes")
+        finally:
+            writer.stdin.close()
+            writer.wait(timeout=30)
+        reader = hold(img, readonly=True)
+        try:
+            expect([q, "info", img], True, "reader while qemu-io reads")
+            expect([q, "io", "-c", "write 0 4k", img], False, "writer while qemu-io reads")
+        finally:
+            reader.stdin.close()
+            reader.wait(timeout=30)
+        expect([q, "io", "-c", "write 0 4k", img], True, "writer after qemu-io exited")
+    if FAILURES:
+        print("\n".join("FAIL " + f for f in FAILURES))
+        return 1
+    print("all locking checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
