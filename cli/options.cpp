@@ -231,11 +231,26 @@ qcow::Status validate_create_options(CreateSpec* spec) {
     else if (*v == "zstd") o.compression_type = qcow::CompressionType::kZstd;
     else return qcow::Status::invalid(fmt::format("Parameter 'compression-type' does not accept value '{}'", *v));
   }
+  if (get_bool(*spec, "encryption")) o.encrypt.format = "aes";
+  if (const std::string* v = get(*spec, "encrypt.format")) o.encrypt.format = *v;
+  if (!o.encrypt.format.empty()) {
+    if (o.encrypt.format == "aes")
+      return qcow::Status::invalid("Use of AES-CBC encrypted qcow2 images is no longer supported: use encrypt.format=luks");
+    if (o.encrypt.format != "luks")
+      return qcow::Status::invalid(fmt::format("Parameter 'encrypt.format' does not accept value '{}'", o.encrypt.format));
+    if (!get(*spec, "encrypt.key-secret")) return qcow::Status::invalid("Parameter 'encrypt.key-secret' is required for cipher");
+    if (const std::string* v = get(*spec, "encrypt.cipher-alg")) o.encrypt.cipher_alg = *v;
+    if (const std::string* v = get(*spec, "encrypt.cipher-mode")) o.encrypt.cipher_mode = *v;
+    if (const std::string* v = get(*spec, "encrypt.ivgen-alg")) o.encrypt.ivgen_alg = *v;
+    if (const std::string* v = get(*spec, "encrypt.ivgen-hash-alg")) o.encrypt.ivgen_hash_alg = *v;
+    if (const std::string* v = get(*spec, "encrypt.hash-alg")) o.encrypt.hash_alg = *v;
+    if (const std::string* v = get(*spec, "encrypt.iter-time")) o.encrypt.iter_time_ms = std::stoull(*v);
+  } else {
+    for (const auto& [key, value] : spec->given)
+      if (key.starts_with("encrypt.") && key != "encrypt.key-secret")
+        return qcow::Status::invalid(fmt::format("Parameter '{}' requires encrypt.format", key));
+  }
   for (const auto& [key, value] : spec->given) {
-    if (key == "encryption" || key.starts_with("encrypt.")) {
-      if (key == "encryption" && !parse_bool(value).value_or(false)) continue;
-      return qcow::Status::unsupported(fmt::format("option '{}': encryption is not supported yet", key));
-    }
     if (key == "data_file" || key == "data_file_raw") {
       return qcow::Status::unsupported(fmt::format("option '{}': external data files are not supported yet", key));
     }

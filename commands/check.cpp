@@ -4,12 +4,14 @@
 #include <fmt/format.h>
 
 #include "cli/options.hpp"
+#include "cli/secrets.hpp"
 #include "cli/output.hpp"
 #include "qcow/check.hpp"
 
 namespace qimg {
 
 void register_check(CLI::App& app, std::shared_ptr<CheckOptions> o) {
+  add_secret_options(app);
   app.add_option("-f", o->format, "Image format (default: probe)");
   app.add_option("--output", o->output, "Output format: human or json");
   app.add_option("-r", o->repair, "Repair: leaks (free leaked clusters) or all (fix everything possible)");
@@ -79,10 +81,15 @@ std::string json_report(const qcow::CheckReport& r) {
 
 }  // namespace
 
-int run_check(const CheckOptions& o) {
+int run_check(const CheckOptions& o_arg) {
+  CheckOptions o = o_arg;  // --image-opts rewrites filename and format
   OutputFormat output;
   if (qcow::Status s = parse_output_option(o.output, &output); !s) return fail(s);
   qcow::CheckOptions options;
+  {
+    qcow::OpenOptions unused;  // check reads no guest data: the key is not needed
+    if (qcow::Status s = apply_secret_options(&o.filename, &o.format, &unused); !s) return fail(s);
+  }
   if (qcow::Status s = parse_format_option(o.format, &options.format); !s) return fail(s);
   if (o.repair == "leaks") {
     options.repair = qcow::Repair::kLeaks;

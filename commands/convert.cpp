@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "cli/options.hpp"
+#include "cli/secrets.hpp"
 #include "cli/output.hpp"
 #include "commands/convert_copy.hpp"
 #include "qcow/image.hpp"
@@ -19,6 +20,7 @@
 namespace qimg {
 
 void register_convert(CLI::App& app, std::shared_ptr<ConvertOptions> o) {
+  add_secret_options(app);
   app.add_option("-f", o->source_format, "Source image format (default: probe)");
   app.add_option("-O", o->output_format, "Output image format (default raw)");
   app.add_option("-o", o->options, "Output format options key=value[,...]; '-o help' lists them")
@@ -133,7 +135,7 @@ int run_convert(const ConvertOptions& o) {
     return 0;
   }
   if (o.files.size() < 2) return fail("Must specify image file name");
-  const std::vector<std::string> inputs(o.files.begin(), o.files.end() - 1);
+  std::vector<std::string> inputs(o.files.begin(), o.files.end() - 1);
   const std::string& dest = o.files.back();
   if (o.target_is_zero && !o.no_create) return fail("--target-is-zero requires use of -n flag");
   if (o.no_create && !list.items.empty()) return fail("-o has no effect when skipping image creation");
@@ -147,6 +149,13 @@ int run_convert(const ConvertOptions& o) {
   if (snapshot.given() && inputs.size() > 1) return fail("No support for concatenating multiple snapshot");
 
   qcow::OpenOptions src_options;
+  for (std::string& input : inputs) {
+    std::string fmt_name = o.source_format;
+    if (qcow::Status s = apply_secret_options(&input, &fmt_name, &src_options); !s) return fail(s);
+    if (fmt_name != o.source_format) {
+      if (qcow::Status s = parse_format_option(fmt_name, &src_format); !s) return fail(s);
+    }
+  }
   src_options.format = src_format;
   src_options.force_share = o.force_share;
   if (snapshot.given()) {
@@ -170,6 +179,7 @@ int run_convert(const ConvertOptions& o) {
     return fail(s);
   };
 
+  std::optional<std::string> dst_key;
   if (!o.no_create) {
     CreateSpec spec;
     auto convert_error = [&](const qcow::Status& s) {
@@ -183,12 +193,20 @@ int run_convert(const ConvertOptions& o) {
     }
     spec.size = sources.total();
     if (qcow::Status s = validate_create_options(&spec); !s) return convert_error(s);
+    if (!spec.options.encrypt.format.empty()) {
+      if (o.compress) return fail("Compression and encryption not supported at the same time");
+      auto secret = secret_by_id(spec.given["encrypt.key-secret"]);
+      if (!secret) return convert_error(secret.status());
+      spec.options.key_secret = std::move(secret).value();
+      dst_key = spec.options.key_secret;
+    }
     created = true;  // from here on a failure removes the (possibly partial) file
     if (qcow::Status s = qcow::Image::create(dest, spec.options); !s) return cleanup_fail(s);
   }
   qcow::OpenOptions dst_options;
   dst_options.format = dst_format;
   dst_options.writable = true;
+  dst_options.key_secret = dst_key;
   dst_options.wrap_file = [](std::unique_ptr<qcow::File> f) -> std::unique_ptr<qcow::File> {
     return std::make_unique<NoSyncFile>(std::move(f));
   };

@@ -6,12 +6,14 @@
 #include <fmt/format.h>
 
 #include "cli/options.hpp"
+#include "cli/secrets.hpp"
 #include "cli/output.hpp"
 #include "qcow/image.hpp"
 
 namespace qimg {
 
 void register_create(CLI::App& app, std::shared_ptr<CreateOptions> o) {
+  add_secret_options(app);
   app.add_option("-f", o->format, "Image format: qcow2 or raw (default raw)");
   app.add_option("-o", o->options, "Format options key=value[,...]; '-o help' lists them")
       ->allow_extra_args(false);
@@ -91,6 +93,11 @@ int run_create(const CreateOptions& o) {
     std::fflush(stdout);
   }
   if (qcow::Status s = validate_create_options(&spec); !s) return file_error(s);
+  if (!spec.options.encrypt.format.empty()) {
+    auto secret = secret_by_id(spec.given["encrypt.key-secret"]);
+    if (!secret) return file_error(secret.status());
+    spec.options.key_secret = std::move(secret).value();
+  }
   if (qcow::Status s = qcow::Image::create(file, spec.options); !s) return fail(s);
   return 0;
 }

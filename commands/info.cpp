@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "cli/options.hpp"
+#include "cli/secrets.hpp"
 #include "cli/output.hpp"
 #include "qcow/image.hpp"
 #include "qcow/info.hpp"
@@ -13,6 +14,7 @@
 namespace qimg {
 
 void register_info(CLI::App& app, std::shared_ptr<InfoOptions> o) {
+  add_secret_options(app);
   app.add_option("-f", o->format, "Image format (default: probe)");
   app.add_option("--output", o->output, "Output format: human or json");
   app.add_flag("--backing-chain", o->backing_chain, "Show every image of the backing chain");
@@ -169,10 +171,12 @@ std::string format_specific_human(const qcow::ImageInfo& info) {
   return out;
 }
 
-int run_info(const InfoOptions& o) {
+int run_info(const InfoOptions& o_arg) {
+  InfoOptions o = o_arg;  // --image-opts rewrites filename and format
   OutputFormat output;
   if (qcow::Status s = parse_output_option(o.output, &output); !s) return fail(s);
   qcow::OpenOptions open_options;
+  if (qcow::Status s = apply_secret_options(&o.filename, &o.format, &open_options); !s) return fail(s);
   if (qcow::Status s = parse_format_option(o.format, &open_options.format); !s) return fail(s);
   open_options.force_share = o.force_share;
   open_options.open_backing = o.backing_chain;

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "cli/options.hpp"
+#include "cli/secrets.hpp"
 #include "cli/output.hpp"
 #include "commands/info.hpp"
 #include "qcow/image.hpp"
@@ -18,6 +19,7 @@
 namespace qimg {
 
 void register_io(CLI::App& app, std::shared_ptr<IoOptions> o) {
+  add_secret_options(app);
   app.add_option("-f", o->format, "Image format (default: probe)");
   app.add_flag("-U,--force-share", o->force_share, "Open without taking the lock");
   app.add_flag("-r,--read-only", o->read_only, "Open read-only");
@@ -344,8 +346,10 @@ class Script {
 
 }  // namespace
 
-int run_io(const IoOptions& o) {
+int run_io(const IoOptions& o_arg) {
+  IoOptions o = o_arg;  // --image-opts rewrites filename and format
   qcow::OpenOptions open_options;
+  if (qcow::Status s = apply_secret_options(&o.filename, &o.format, &open_options); !s) return fail(s);
   if (qcow::Status s = parse_format_option(o.format, &open_options.format); !s) return fail(s);
   open_options.writable = !o.read_only;
   open_options.force_share = o.force_share;
@@ -360,6 +364,7 @@ int run_io(const IoOptions& o) {
   }
   auto image = qcow::Image::open(o.filename, open_options);
   if (!image) return fail(image.status());
+  if (open_options.key_secret) warn_if_legacy_aes(*image);
 
   Script script(*image);
   int rc = 0;

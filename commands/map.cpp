@@ -6,12 +6,14 @@
 #include <fmt/format.h>
 
 #include "cli/options.hpp"
+#include "cli/secrets.hpp"
 #include "cli/output.hpp"
 #include "qcow/image.hpp"
 
 namespace qimg {
 
 void register_map(CLI::App& app, std::shared_ptr<MapOptions> o) {
+  add_secret_options(app);
   app.add_option("-f", o->format, "Image format (default: probe)");
   app.add_option("--output", o->output, "Output format: human or json");
   app.add_option("--start-offset", o->start_offset, "First guest offset to map");
@@ -94,7 +96,8 @@ class MapPrinter {
 
 }  // namespace
 
-int run_map(const MapOptions& o) {
+int run_map(const MapOptions& o_arg) {
+  MapOptions o = o_arg;  // --image-opts rewrites filename and format
   OutputFormat output;
   if (qcow::Status s = parse_output_option(o.output, &output); !s) return fail(s);
   std::string error;
@@ -110,6 +113,7 @@ int run_map(const MapOptions& o) {
     if (!max_length) return fail(error);
   }
   qcow::OpenOptions open_options;
+  if (qcow::Status s = apply_secret_options(&o.filename, &o.format, &open_options); !s) return fail(s);
   if (qcow::Status s = parse_format_option(o.format, &open_options.format); !s) return fail(s);
   open_options.force_share = o.force_share;
   auto image = qcow::Image::open(o.filename, open_options);

@@ -95,6 +95,10 @@ def main():
         qemu_io("top.qcow2", ["write -P 3 4k 1k", "write -z 3M 64k", "write -P 3 5M 4k"])
         compare(qimg, "top.qcow2", label="chain")
         compare(qimg, "top.qcow2", ["--start-offset=500k", "--max-length=3M"], label="chain window")
+        # Huge sparse image: mapping must take time proportional to the L1 table, not the disk.
+        must(["qemu-img", "create", "-f", "qcow2", "-o", "cluster_size=2M", "huge.qcow2", "2000T"])
+        qemu_io("huge.qcow2", ["write -P 1 1000T 4k", "write -z 1500T 4M"])
+        compare(qimg, "huge.qcow2", label="2000 TiB sparse")
     if FAILURES:
         print("\n".join("FAIL " + f for f in FAILURES))
         return 1

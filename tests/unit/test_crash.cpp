@@ -740,7 +740,7 @@ TEST_SUITE("qcow::crash") {
 TEST_CASE("crash consistency: process kill, power cut, reordering, injected EIO") {
   qtest::TempDir dir("qimg-crash");
   Stats total;
-  auto run = [&](const Workload& w, size_t max_cuts = 40, size_t reorder_points = 60, int seeds = 4) {
+  auto run = [&](const Workload& w, size_t max_cuts = 40, size_t reorder_points = 40, int seeds = 3) {
     CrashHarness h(dir, w);
     h.record();
     h.process_kill_sweep();

@@ -75,6 +75,22 @@ struct OpenOptions {
   // repairs (unaligned L2 offsets in the L1 table), allow opening an image marked
   // corrupt for writing, and keep autoclear bits (check writes no guest data).
   bool repair = false;
+  // Encrypted qcow2 (LUKS, or legacy AES read-only): the passphrase bytes (what
+  // qemu-img's secret object holds). Without it, metadata operations (info,
+  // block status without host offsets, check) work and guest reads fail; a
+  // writable open needs it. A wrong passphrase gives kInvalidArgument.
+  std::optional<std::string> key_secret;
+};
+
+// encrypt.* creation options (qemu-img's names and defaults).
+struct EncryptOptions {
+  std::string format;               // "" (none) or "luks"; legacy "aes" cannot be created
+  std::string cipher_alg = "aes-256";  // aes-128, aes-192, aes-256
+  std::string cipher_mode = "xts";     // xts, cbc
+  std::string ivgen_alg = "plain64";   // plain, plain64, essiv
+  std::string ivgen_hash_alg;          // essiv hash (default sha256)
+  std::string hash_alg = "sha256";     // PBKDF2 and AF hash
+  uint64_t iter_time_ms = 2000;        // PBKDF2 time per key slot
 };
 
 struct CreateOptions {
@@ -89,6 +105,8 @@ struct CreateOptions {
   CompressionType compression_type = CompressionType::kZlib;
   std::string backing_file;
   std::string backing_format;      // empty: none recorded (qimg create probes and passes it)
+  EncryptOptions encrypt;          // LUKS needs key_secret
+  std::optional<std::string> key_secret;
   FileWrapFn wrap_file;
 };
 

@@ -31,6 +31,26 @@ struct BitmapInfo {
   bool in_use = false, auto_ = false;
 };
 
+// A LUKS header as qemu-img info shows it ("encrypt" in format-specific data).
+struct LuksSlotInfo {
+  bool active = false;
+  uint32_t iters = 0;
+  uint64_t key_offset = 0;  // bytes from the start of the LUKS area
+  uint32_t stripes = 0;
+};
+
+struct LuksInfo {
+  std::string cipher_alg;      // "aes-256"
+  std::string cipher_mode;     // "xts", "cbc"
+  std::string ivgen_alg;       // "plain64", "essiv"
+  std::string ivgen_hash_alg;  // essiv only
+  std::string hash_alg;        // "sha256"
+  std::string uuid;
+  uint64_t payload_offset = 0;  // bytes
+  uint32_t master_key_iters = 0;
+  std::vector<LuksSlotInfo> slots;
+};
+
 struct ImageInfo {
   std::string filename;
   std::string format;              // "qcow2" or "raw"
@@ -47,6 +67,7 @@ struct ImageInfo {
   bool corrupt = false;
   std::string compression_type;    // "zlib" or "zstd"
   std::string encrypt_format;      // "", "aes", "luks"
+  std::optional<LuksInfo> luks;    // parsed LUKS header (encrypt_format "luks")
   std::string backing_filename;    // as stored in the image
   std::string full_backing_filename;
   std::string backing_format;

@@ -59,6 +59,11 @@ Status create_qcow2(const std::string& path, const CreateOptions& o) {
   if (o.preallocation != Preallocation::kOff && !o.backing_file.empty() && !o.extended_l2)
     return Status::invalid("Backing file and preallocation can only be used at the same time if extended_l2 is on");
 
+  if (o.encrypt.format == "aes")
+    return Status::invalid("Use of AES-CBC encrypted qcow2 images is no longer supported: use encrypt.format=luks");
+  if (!o.encrypt.format.empty() && o.encrypt.format != "luks")
+    return Status::invalid(fmt::format("Parameter 'encrypt.format' does not accept value '{}'", o.encrypt.format));
+  if (!o.encrypt.format.empty() && !o.key_secret) return Status::invalid("Parameter 'encrypt.key-secret' is required for cipher");
   Header h;
   h.version = uint32_t(o.version);
   h.cluster_bits = uint32_t(std::countr_zero(o.cluster_size));
@@ -94,6 +99,7 @@ Status create_qcow2(const std::string& path, const CreateOptions& o) {
   oo.wrap_file = o.wrap_file;
   QCOW_ASSIGN_OR_RETURN(auto d, open_driver(path, oo, 0));
   auto* q = static_cast<Qcow2Driver*>(d.get());
+  if (!o.encrypt.format.empty()) QCOW_TRY(q->init_luks(o.encrypt, *o.key_secret));
   QCOW_TRY(q->resize(o.size));
   QCOW_TRY(q->preallocate(o.preallocation));
   return q->close();

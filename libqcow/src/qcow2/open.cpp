@@ -66,8 +66,6 @@ Status Qcow2Driver::open(int depth, std::vector<std::string>& chain) {
   writable_ = options_.writable;
   if (writable_ && (h.incompatible_features & kIncompatCorrupt) && !options_.repair)
     return Status::error(ErrorCode::kReadOnly, "image is marked corrupt and cannot be opened read/write; run 'qimg check -r all'");
-  if (writable_ && h.crypt_method)
-    return Status::unsupported("writing encrypted images is not supported yet");
 
   // Virtual size and L1 table.
   if (h.size > (uint64_t(1) << 62)) return Status::limit(fmt::format("virtual size {} is too large", h.size));
@@ -94,7 +92,7 @@ Status Qcow2Driver::open(int depth, std::vector<std::string>& chain) {
   if (h.nb_snapshots > kMaxSnapshots) return Status::limit(fmt::format("too many snapshots ({})", h.nb_snapshots));
   QCOW_ASSIGN_OR_RETURN(snapshots_, load_snapshot_table(*file_, h, file_size_, &snapshot_table_bytes_));
   if (!options_.snapshot.empty()) QCOW_TRY(load_snapshot_l1(options_.snapshot));
-  if (h.crypt_method == kCryptLuks && !h.crypto) return Status::corrupt("LUKS encryption without an encryption header extension");
+  QCOW_TRY(open_crypto());
 
   // Caches. The L2 cache defaults to covering the whole disk, capped at 32 MiB (QEMU's default maximum).
   uint64_t slice = options_.l2_cache_entry_size ? options_.l2_cache_entry_size : cs;
@@ -243,6 +241,7 @@ ImageInfo Qcow2Driver::info() const {
   i.corrupt = header_.incompatible_features & kIncompatCorrupt;
   i.compression_type = header_.compression_type == 1 ? "zstd" : "zlib";
   i.encrypt_format = header_.crypt_method == kCryptAes ? "aes" : header_.crypt_method == kCryptLuks ? "luks" : "";
+  if (luks_) i.luks = crypto::luks_info(*luks_);
   i.backing_filename = header_.backing_file;
   if (!header_.backing_file.empty()) {
     std::filesystem::path p(header_.backing_file);

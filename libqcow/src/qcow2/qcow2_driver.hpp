@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cache/table_cache.hpp"
+#include "crypto/luks.hpp"
 #include "driver.hpp"
 #include "format/header.hpp"
 #include "map/geometry.hpp"
@@ -47,6 +48,9 @@ class Qcow2Driver final : public Driver {
   CacheStats cache_stats() const override;
   // Allocates L2 tables and data clusters for the whole disk (create's preallocation).
   Status preallocate(Preallocation mode);
+
+  // Writes a new LUKS area and its header extension (create; before any data is written).
+  Status init_luks(const EncryptOptions& e, std::string_view passphrase);
 
   // Forgets in-memory state without writing it (after amend replaced the structures on disk).
   void abandon() { closed_ = true; }
@@ -86,6 +90,12 @@ class Qcow2Driver final : public Driver {
   Status write_header_field(uint32_t offset, std::span<const uint8_t> bytes);
   Status update_incompatible(uint64_t set, uint64_t clear);
   Status grow_l1(uint64_t entries);
+  // Encryption (crypt.cpp): header checks and unlocking at open, and the data path.
+  Status open_crypto();
+  bool encrypted_io() const { return header_.crypt_method != 0; }
+  // Decrypts/encrypts data at guest offset `guest` stored at host offset `host` (512-aligned).
+  Status crypt_data(bool encrypt, uint64_t guest, uint64_t host, std::span<uint8_t> buf);
+  Status read_encrypted(uint64_t guest, uint64_t host, std::span<uint8_t> out);
 
   std::unique_ptr<File> file_;
   OpenOptions options_;
@@ -113,6 +123,8 @@ class Qcow2Driver final : public Driver {
   int metadata_preallocation_ = -1;  // QEMU's heuristic, computed on first map_status (-1: not yet)
   Result<bool> detect_metadata_preallocation();
   std::vector<uint8_t> scratch_;  // copy-on-write assembly buffer, reused across writes
+  std::optional<crypto::LuksHeader> luks_;
+  std::unique_ptr<crypto::SectorCipher> cipher_;  // set once unlocked
 };
 
 }  // namespace qcow

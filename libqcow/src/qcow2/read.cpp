@@ -5,6 +5,7 @@
 
 #include "codec/bytes.hpp"
 #include "compress/codec.hpp"
+#include "format/constants.hpp"
 #include "qcow2/qcow2_driver.hpp"
 
 namespace qcow {
@@ -63,6 +64,21 @@ Result<LayerRun> Qcow2Driver::layer_status(uint64_t offset, uint64_t max_length)
   bool first = true;
   uint64_t next_host = 0;
   while (pos < end) {
+    // No L2 table: the whole L1 entry's range is unallocated (one step, not one per cluster,
+    // so huge sparse images map in time proportional to their L1 table).
+    uint64_t l1i = geo_.l1_index(pos);
+    if (l1i >= l1_.size() || !(l1_[l1i] & kL1eOffsetMask)) {
+      uint64_t piece_end = std::min(end, (l1i + 1) * geo_.l2_coverage());
+      if (first) {
+        run.kind = LayerRun::kUnallocated;
+        first = false;
+      } else if (run.kind != LayerRun::kUnallocated || run.has_host) {
+        break;
+      }
+      run.length += piece_end - pos;
+      pos = piece_end;
+      continue;
+    }
     QCOW_ASSIGN_OR_RETURN(L2Entry e, get_l2_entry(pos));
     uint64_t cluster_start = align_down(pos, geo_.cluster_size);
     uint32_t sc = geo_.sc_index(pos);
@@ -109,7 +125,6 @@ Result<LayerRun> Qcow2Driver::layer_status(uint64_t offset, uint64_t max_length)
 }
 
 Status Qcow2Driver::read_compressed(L2Entry e, uint64_t guest_cluster, std::span<uint8_t> out, uint64_t in_cluster) {
-  if (header_.crypt_method) return Status::unsupported(fmt::format("{}: reading encrypted images is not supported yet", file_->path()));
   if (!ccache_valid_ || ccache_word_ != e.word) {
     CompressedExtent ce = compressed_extent(geo_, e);
     if (ce.offset >= kMaxHostOffset || ce.offset + ce.length > file_size_ + 512 || ce.length > 2 * geo_.cluster_size + 512)
@@ -140,8 +155,10 @@ Status Qcow2Driver::read(uint64_t offset, std::span<uint8_t> buf) {
     std::span<uint8_t> out = buf.subspan(pos - offset, run.length);
     switch (run.kind) {
       case LayerRun::kData: {
-        if (header_.crypt_method)
-          return Status::unsupported(fmt::format("{}: reading encrypted images is not supported yet", file_->path()));
+        if (encrypted_io()) {
+          QCOW_TRY(read_encrypted(pos, run.host_offset, out));
+          break;
+        }
         QCOW_ASSIGN_OR_RETURN(size_t got, file_->read_at(run.host_offset, out));
         if (got < out.size()) std::memset(out.data() + got, 0, out.size() - got);
         break;
@@ -194,21 +211,25 @@ Result<bool> Qcow2Driver::detect_metadata_preallocation() {
   QCOW_ASSIGN_OR_RETURN(uint64_t file_length, file_->size());
   QCOW_ASSIGN_OR_RETURN(uint64_t allocated, file_->allocated_bytes());
   uint64_t real_clusters = allocated / geo_.cluster_size;
-  uint64_t threshold = std::max(real_clusters * 10 / 9, file_length / 4 / geo_.cluster_size);
+  uint64_t threshold = std::max(real_clusters * 10 / 9, real_clusters + 2);
   if (!writable_ && refcounts_->reftable().empty())
     QCOW_TRY(refcounts_->load(header_.refcount_table_offset, header_.refcount_table_clusters));
   uint64_t end_cluster = div_round_up(file_length, geo_.cluster_size), count = 0;
-  for (uint64_t c = 0; c < end_cluster && count <= threshold; ++c) {
+  for (uint64_t c = 0; c < end_cluster && count < threshold; ++c) {
     QCOW_ASSIGN_OR_RETURN(uint64_t rc, refcounts_->get(c));
     count += rc != 0;
   }
-  metadata_preallocation_ = count > threshold ? 1 : 0;
+  metadata_preallocation_ = count >= threshold ? 1 : 0;
   return metadata_preallocation_ == 1;
 }
 
 Result<LayerRun> Qcow2Driver::map_status(uint64_t offset, uint64_t max_length) {
   QCOW_ASSIGN_OR_RETURN(LayerRun run, layer_status(offset, max_length));
-  if (run.kind != LayerRun::kData || header_.crypt_method) return run;
+  if (encrypted_io()) {
+    run.has_host = false;  // QEMU reports no host offsets for encrypted images
+    return run;
+  }
+  if (run.kind != LayerRun::kData) return run;
   QCOW_ASSIGN_OR_RETURN(bool prealloc, detect_metadata_preallocation());
   if (!prealloc) return run;
   uint64_t end = 0;

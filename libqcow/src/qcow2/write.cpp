@@ -81,6 +81,14 @@ Status Qcow2Driver::write(uint64_t offset, std::span<const uint8_t> buf, Compres
     }
     return Status::ok();
   }
+  if (encrypted_io() && ((offset | buf.size()) & (crypto::kSectorSize - 1))) {
+    // Encrypted data is stored in whole 512-byte units: read-modify-write the edges.
+    const uint64_t a = align_down(offset, crypto::kSectorSize), b = align_up(offset + buf.size(), crypto::kSectorSize);
+    std::vector<uint8_t> unit(b - a);
+    QCOW_TRY(read_view(a, unit));
+    std::memcpy(unit.data() + (offset - a), buf.data(), buf.size());
+    return write(a, unit, compress);
+  }
   uint64_t done = 0;
   while (done < buf.size()) {
     QCOW_ASSIGN_OR_RETURN(L2Entry e, get_l2_entry(offset + done));
@@ -127,7 +135,11 @@ Status Qcow2Driver::write_in_place(uint64_t pos, std::span<const uint8_t> data, 
     QCOW_TRY(read_view(run_end, std::span(scratch_).subspan(run_end - ws)));
     out = std::span<const uint8_t>(scratch_.data(), we - ws);
   }
-  if (header_.crypt_method) return Status::unsupported("writing encrypted images is not supported yet");
+  if (encrypted_io()) {  // encrypt a copy, never the caller's buffer
+    if (out.data() != scratch_.data()) scratch_.assign(out.begin(), out.end());
+    QCOW_TRY(crypt_data(true, ws, host + (ws - cstart), std::span(scratch_).first(out.size())));
+    out = std::span<const uint8_t>(scratch_.data(), out.size());
+  }
   Status s = file_->write_at(host + (ws - cstart), out);
   if (!s.is_ok()) return s;
   barrier_.note_write();
@@ -210,12 +222,16 @@ Status Qcow2Driver::write_allocating(uint64_t pos, std::span<const uint8_t> data
   // the rest. Leaving holes instead would make QEMU treat the image as metadata-preallocated.
   uint64_t w0 = 0, w1 = buf_len;
   const uint64_t host_buf = host + range[0].first;
-  if (fresh && !direct) {
+  if (fresh && !direct && !encrypted_io()) {
     if (buffer_is_zero(out, head)) w0 = head;
     if (buffer_is_zero(out + tail_at, buf_len - tail_at)) w1 = tail_at;
     if ((w0 || w1 < buf_len) && options_.alloc != AllocPolicy::kReserve) QCOW_TRY(file_->allocate(host_buf, buf_len));
   }
-  if (header_.crypt_method) return Status::unsupported("writing encrypted images is not supported yet");
+  if (encrypted_io()) {  // encrypt a copy, never the caller's buffer
+    if (direct) scratch_.assign(data.data(), data.data() + buf_len);
+    QCOW_TRY(crypt_data(true, buf_guest, host_buf, std::span(scratch_).first(buf_len)));
+    out = scratch_.data();
+  }
   QCOW_TRY(file_->write_at(host_buf + w0, std::span<const uint8_t>(out + w0, w1 - w0)));
   barrier_.note_write();
   file_size_ = std::max(file_size_, host_buf + w1);
