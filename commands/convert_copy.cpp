@@ -10,6 +10,7 @@
 #include <system_error>
 #include <thread>
 
+#include "cli/secrets.hpp"
 #include "cli/output.hpp"
 #include "qcow/compress.hpp"
 
@@ -21,6 +22,7 @@ qcow::Status SourceSet::open(const std::vector<std::string>& files, const qcow::
   for (const std::string& f : files) {
     auto image = qcow::Image::open(f, options);
     if (!image) return image.status();
+    if (options.key_secret) warn_if_legacy_aes(*image);
     const uint64_t size = image->size();
     sources_.push_back({std::move(image).value(), total_});
     total_ += size;

@@ -37,6 +37,35 @@ Json snapshot_json(const qcow::SnapshotInfo& s) {
   return j;
 }
 
+// qemu's QCryptoBlockInfo: {"format": "aes"} or the LUKS header details.
+Json encrypt_json(const qcow::ImageInfo& info) {
+  Json e = Json::object();
+  e["format"] = info.encrypt_format;
+  if (!info.luks) return e;
+  const qcow::LuksInfo& l = *info.luks;
+  e["cipher-alg"] = l.cipher_alg;
+  e["cipher-mode"] = l.cipher_mode;
+  e["ivgen-alg"] = l.ivgen_alg;
+  if (!l.ivgen_hash_alg.empty()) e["ivgen-hash-alg"] = l.ivgen_hash_alg;
+  e["hash-alg"] = l.hash_alg;
+  e["uuid"] = l.uuid;
+  e["payload-offset"] = l.payload_offset;
+  e["master-key-iters"] = l.master_key_iters;
+  Json slots = Json::array();
+  for (const qcow::LuksSlotInfo& s : l.slots) {
+    Json j = Json::object();
+    j["active"] = s.active;
+    if (s.active) {
+      j["iters"] = s.iters;
+      j["stripes"] = s.stripes;
+    }
+    j["key-offset"] = s.key_offset;
+    slots.push_back(j);
+  }
+  e["slots"] = slots;
+  return e;
+}
+
 // The "data" of qemu's ImageInfoSpecificQCow2.
 Json qcow2_specific(const qcow::ImageInfo& info) {
   Json d = Json::object();
@@ -56,7 +85,7 @@ Json qcow2_specific(const qcow::ImageInfo& info) {
     }
   }
   d["refcount-bits"] = info.refcount_bits;
-  if (!info.encrypt_format.empty()) d["encrypt"] = {{"format", info.encrypt_format}};
+  if (!info.encrypt_format.empty()) d["encrypt"] = encrypt_json(info);
   if (info.version >= 3) {
     d["corrupt"] = info.corrupt;
     d["extended-l2"] = info.extended_l2;

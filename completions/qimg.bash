@@ -76,12 +76,12 @@ _qimg()
         case $cmd in
             amend)   opts="-f -o -p -q --force --help" ;;
             bench)   opts="-c --count -d -f --flush-interval -n -i --no-drain -o --pattern -q -s -S -t -w -U --force-share --scenario --matrix --dir --keep --size --block-size --seed --baseline --alloc --output --plot --help" ;;
-            create)  opts="-f -o -b -F -u -q --help" ;;
-            info)    opts="-f --output --backing-chain -U --force-share --help" ;;
-            map)     opts="-f --output --start-offset --max-length -U --force-share --help" ;;
-            convert) opts="-f -O -o -c -p -q -n -S -U --force-share -B -F -l -s -m -W --target-is-zero --help" ;;
-            io)      opts="-f -U --force-share -r --read-only -t --cache -c --cmd --help" ;;
-            check)   opts="-f -r --output -q -U --force-share --help" ;;
+            create)  opts="-f -o -b -F -u -q --object --image-opts --key-secret --help" ;;
+            info)    opts="-f --output --backing-chain -U --force-share --object --image-opts --key-secret --help" ;;
+            map)     opts="-f --output --start-offset --max-length -U --force-share --object --image-opts --key-secret --help" ;;
+            convert) opts="-f -O -o -c -p -q -n -S -U --force-share -B -F -l -s -m -W --target-is-zero --object --image-opts --key-secret --help" ;;
+            io)      opts="-f -U --force-share -r --read-only -t --cache -c --cmd --object --image-opts --key-secret --help" ;;
+            check)   opts="-f -r --output -q -U --force-share --object --image-opts --key-secret --help" ;;
         esac
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
         [[ ${COMPREPLY-} == *= ]] && compopt -o nospace

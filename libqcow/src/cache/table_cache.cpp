@@ -11,10 +11,15 @@ TableCache::TableCache(File* file, WriteBarrier* barrier, size_t slice_size, siz
     : file_(file), barrier_(barrier), slice_size_(slice_size), max_slices_(std::max<size_t>(max_slices, 2)),
       name_(std::move(name)) {}
 
+// Makes what this cache's slices may point to durable: the dependency cache's dirty
+// slices, then one barrier. Our own slice writes never need a barrier between them.
+Status TableCache::prepare_write() {
+  if (dependency_) QCOW_TRY(dependency_->flush());
+  return barrier_->barrier();
+}
+
 Status TableCache::write_slot(Slot& s) {
   if (!s.dirty) return Status::ok();
-  if (dependency_) QCOW_TRY(dependency_->flush());
-  QCOW_TRY(barrier_->barrier());
   Status st = file_->write_at(s.offset, s.data);
   if (!st.is_ok()) return st.prepend(fmt::format("writing {} at {:#x}: ", name_, s.offset));
   barrier_->note_write();
@@ -26,6 +31,7 @@ Status TableCache::write_slot(Slot& s) {
 Status TableCache::make_room() {
   while (lru_.size() >= max_slices_) {
     auto victim = std::prev(lru_.end());
+    if (victim->dirty) QCOW_TRY(prepare_write());
     QCOW_TRY(write_slot(*victim));
     index_.erase(victim->offset);
     lru_.erase(victim);
@@ -85,6 +91,7 @@ Status TableCache::flush() {
   for (auto& s : lru_)
     if (s.dirty) dirty.push_back(&s);
   std::sort(dirty.begin(), dirty.end(), [](Slot* a, Slot* b) { return a->offset < b->offset; });
+  QCOW_TRY(prepare_write());
   for (Slot* s : dirty) QCOW_TRY(write_slot(*s));
   return Status::ok();
 }

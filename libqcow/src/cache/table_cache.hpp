@@ -65,6 +65,7 @@ class TableCache {
   };
   using List = std::list<Slot>;
   Result<List::iterator> lookup(uint64_t offset, bool read);
+  Status prepare_write();
   Status write_slot(Slot& s);
   Status make_room();
 

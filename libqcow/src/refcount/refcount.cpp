@@ -96,8 +96,9 @@ Status Refcounts::update(uint64_t cluster, int64_t delta) {
   return Status::ok();
 }
 
-Result<uint64_t> Refcounts::find_free_run(uint64_t start, uint64_t n) {
+Result<uint64_t> Refcounts::find_free_run(uint64_t start, uint64_t n, uint64_t* first_free) {
   uint64_t run_start = start, run = 0, c = start;
+  uint64_t first = UINT64_MAX;
   const uint64_t max_cluster = kMaxHostOffset >> geo_.cluster_bits;
   while (run < n) {
     if (c >= max_cluster) return Status::error(ErrorCode::kNoSpace, "no free host cluster below the 64 PB offset limit");
@@ -105,6 +106,7 @@ Result<uint64_t> Refcounts::find_free_run(uint64_t start, uint64_t n) {
     QCOW_ASSIGN_OR_RETURN(uint64_t boff, block_offset(rt));
     uint64_t block_end = (rt + 1) << geo_.refblock_bits;
     if (!boff) {  // all free in this range
+      first = std::min(first, c);
       if (run == 0) run_start = c;
       uint64_t take = std::min(block_end - c, n - run);
       run += take;
@@ -114,6 +116,7 @@ Result<uint64_t> Refcounts::find_free_run(uint64_t start, uint64_t n) {
     QCOW_ASSIGN_OR_RETURN(uint8_t * b, cache_.get(boff));
     for (; c < block_end && run < n; ++c) {
       if (get_refcount_entry(b, geo_.refcount_order, c & (geo_.refblock_entries - 1)) == 0) {
+        first = std::min(first, c);
         if (run == 0) run_start = c;
         ++run;
       } else {
@@ -121,6 +124,7 @@ Result<uint64_t> Refcounts::find_free_run(uint64_t start, uint64_t n) {
       }
     }
   }
+  if (first_free) *first_free = first;
   return run_start;
 }
 
@@ -228,7 +232,8 @@ Result<uint64_t> Refcounts::alloc(uint64_t n) {
   // go in front of it instead of at the start of each range, which would split the run.
   uint64_t spare = 0;
   for (int attempt = 0; attempt < 1000; ++attempt) {
-    QCOW_ASSIGN_OR_RETURN(uint64_t area, find_free_run(free_hint_, n + spare));
+    uint64_t first_free = 0;
+    QCOW_ASSIGN_OR_RETURN(uint64_t area, find_free_run(free_hint_, n + spare, &first_free));
     const uint64_t area_end = area + n + spare;
     const uint64_t last_rt = (area_end - 1) >> geo_.refblock_bits;
     if (last_rt >= reftable_.size()) {
@@ -250,7 +255,8 @@ Result<uint64_t> Refcounts::alloc(uint64_t n) {
       continue;
     }
     for (uint64_t c = area; c < area + n; ++c) QCOW_TRY(update(c, 1));
-    if (area == free_hint_) free_hint_ = area + n;
+    // Everything from the hint up to the first free cluster seen is in use: skip it next time.
+    free_hint_ = first_free == area ? area + n : first_free;
     return area << geo_.cluster_bits;
   }
   return Status::internal("cluster allocation did not converge");

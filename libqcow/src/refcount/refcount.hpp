@@ -59,7 +59,8 @@ class Refcounts {
 
  private:
   Result<uint64_t> block_offset(uint64_t rt_index);  // 0 when missing
-  Result<uint64_t> find_free_run(uint64_t start, uint64_t n);
+  // First run of n free clusters from start; *first_free gets the first free cluster seen.
+  Result<uint64_t> find_free_run(uint64_t start, uint64_t n, uint64_t* first_free = nullptr);
   // Writes new refcount blocks for `ranges` at consecutive clusters from first_cluster.
   Status create_blocks(uint64_t first_cluster, const std::vector<uint64_t>& ranges);
   Status grow_table(uint64_t needed_index);
