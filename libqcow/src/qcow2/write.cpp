@@ -107,6 +107,11 @@ Status Qcow2Driver::write_in_place(uint64_t pos, std::span<const uint8_t> data, 
   const uint64_t end = pos + data.size();
   QCOW_ASSIGN_OR_RETURN(L2Entry first, get_l2_entry(pos));
   const uint64_t host = first.host_offset();
+  // Clusters we (or QEMU) allocated always lie inside the file; one past its end comes from a
+  // damaged or hostile L2 entry, and writing there could grow the file without bound.
+  if (host >= std::max(file_size_, alloc_end_))
+    return Status::corrupt(fmt::format("{}: data cluster offset {:#x} (guest offset {:#x}) lies beyond the end of the file",
+                                       file_->path(), host, cstart));
   std::vector<L2Entry> entries{first};
   uint64_t run_end = std::min(end, cstart + cs);
   while (run_end < end && entries.size() * cs < kMaxBatchBytes) {
