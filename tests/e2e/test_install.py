@@ -158,12 +158,20 @@ def main() -> int:
         version = project_version()
         build, prefix = os.path.join(work, "build"), os.path.join(work, "prefix")
         env = clean_env()
-        print(f"== build and install {SOURCE_DIR} into {prefix}")
-        run(["cmake", "-S", SOURCE_DIR, "-B", build, "-G", "Ninja", f"-DCMAKE_INSTALL_PREFIX={prefix}",
-             "-DQIMG_TESTS=OFF", "-DQIMG_EXAMPLES=OFF", "-DQIMG_SANITIZE=OFF",
-             "-DCMAKE_BUILD_TYPE=Debug", "-DCMAKE_CXX_FLAGS_DEBUG=-O0"], env=env, log=log)
-        run(["cmake", "--build", build, "-j", str(a.jobs)], env=env, timeout=BUILD_TIMEOUT, log=log)
-        run(["cmake", "--install", build], env=env, log=log)
+        tested_build = os.path.dirname(os.path.abspath(a.qimg))
+        if os.path.exists(os.path.join(tested_build, "CMakeCache.txt")) and not os.environ.get("QIMG_INSTALL_FRESH_BUILD"):
+            # Install the build under test (already built by the test run): the check is what
+            # `cmake --install` puts in the prefix and whether a consumer builds from it alone.
+            print(f"== install {tested_build} into {prefix}")
+            run(["cmake", "--build", tested_build, "-j", str(a.jobs)], env=env, timeout=BUILD_TIMEOUT, log=log)
+            run(["cmake", "--install", tested_build, "--prefix", prefix], env=env, log=log)
+        else:
+            print(f"== build and install {SOURCE_DIR} into {prefix}")
+            run(["cmake", "-S", SOURCE_DIR, "-B", build, "-G", "Ninja", f"-DCMAKE_INSTALL_PREFIX={prefix}",
+                 "-DQIMG_TESTS=OFF", "-DQIMG_EXAMPLES=OFF", "-DQIMG_SANITIZE=OFF",
+                 "-DCMAKE_BUILD_TYPE=Debug", "-DCMAKE_CXX_FLAGS_DEBUG=-O0"], env=env, log=log)
+            run(["cmake", "--build", build, "-j", str(a.jobs)], env=env, timeout=BUILD_TIMEOUT, log=log)
+            run(["cmake", "--install", build], env=env, log=log)
         libdir = check_layout(prefix, version)
 
         out = run([os.path.join(prefix, "bin", "qimg"), "--version"], env=env)
