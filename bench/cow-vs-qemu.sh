@@ -8,7 +8,7 @@
 # qimg/QEMU. QEMU's time for qemu-io is wall time minus the same qemu-io run with no writes
 # (open + flush + close), so both sides count the writes and the final flush.
 # Usage: bench/cow-vs-qemu.sh [QIMG] [WORKDIR]
-#   env: SIZE (1G), COUNT (16384), CACHE (writeback|none), SCENARIOS, CLUSTERS, RUNS (1)
+#   env: SIZE (1G), COUNT (16384), CACHE (writeback|none), SEED (1), SCENARIOS, CLUSTERS (one pass each)
 set -euo pipefail
 QIMG=$(readlink -f "${1:-build/qimg}")
 WORK=${2:-/tmp/qimg-cow-bench}
