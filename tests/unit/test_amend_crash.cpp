@@ -12,22 +12,13 @@
 #include <random>
 
 #include "io/fault_file.hpp"
+#include "support/test_util.hpp"
 #include "qcow/amend.hpp"
 #include "qcow/image.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
-
-std::vector<uint8_t> slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), {}};
-}
-
-void spit(const fs::path& p, const std::vector<uint8_t>& b) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
-}
 
 std::vector<uint8_t> read_all(const fs::path& p) {
   auto img = qcow::Image::open(p.string(), {});
@@ -36,14 +27,6 @@ std::vector<uint8_t> read_all(const fs::path& p) {
   auto s = img->read(0, out);
   REQUIRE_MESSAGE(s.is_ok(), s.message());
   return out;
-}
-
-// 0: clean or leaks only; otherwise the qemu-img check exit status.
-int qemu_check(const fs::path& p) {
-  std::string cmd = fmt::format("qemu-img check -q '{}' >/dev/null 2>&1", p.string());
-  int rc = std::system(cmd.c_str());
-  int status = WIFEXITED(rc) ? WEXITSTATUS(rc) : 99;
-  return status == 3 ? 0 : status;
 }
 
 struct Scenario {
@@ -115,7 +98,7 @@ TEST_CASE("amend survives a crash after every write") {
       fs::path base = dir / "base.raw";
       std::vector<uint8_t> data(8 << 20);
       for (size_t i = 0; i < data.size(); ++i) data[i] = uint8_t(i * 7 + (i >> 12));
-      spit(base, data);
+      qtest::write_file(base, data);
       co.backing_file = "base.raw";
       co.backing_format = "raw";
     }
@@ -129,7 +112,7 @@ TEST_CASE("amend survives a crash after every write") {
       REQUIRE(im->close().is_ok());
     }
     const std::vector<uint8_t> content = read_all(img);
-    const std::vector<uint8_t> original = slurp(img);
+    const std::vector<uint8_t> original = qtest::read_file(img);
 
     auto log = std::make_shared<qcow::WriteLog>();
     qcow::AmendOptions ao = sc.amend;
@@ -142,7 +125,7 @@ TEST_CASE("amend survives a crash after every write") {
     auto st = qcow::amend_image(img.string(), ao);
     REQUIRE_MESSAGE(st.is_ok(), st.message());
     REQUIRE(read_all(img) == content);
-    REQUIRE(qemu_check(img) == 0);
+    REQUIRE(qtest::qemu_check(img.string()).consistent());
 
     const size_t n = log->size();
     std::vector<std::pair<size_t, qcow::PowerCut>> cuts;
@@ -156,7 +139,7 @@ TEST_CASE("amend survives a crash after every write") {
       auto [prefix, mode] = cuts[i];
       CAPTURE(prefix);
       CAPTURE(int(mode.kind));
-      spit(replayed, original);
+      qtest::write_file(replayed, original);
       {
         auto f = qcow::open_posix_file(replayed.string(), qcow::FileMode::kReadWrite);
         REQUIRE(f.is_ok());
@@ -165,9 +148,9 @@ TEST_CASE("amend survives a crash after every write") {
       CHECK(read_all(replayed) == content);
       // qemu-img check is slow: every flush point and about 40 spread prefixes.
       if (mode.kind != qcow::CutKind::kProcessKill || prefix % std::max<size_t>(1, n / 40) == 0 || prefix == n) {
-        int rc = qemu_check(replayed);
-        CHECK(rc == 0);
-        if (rc != 0 && std::getenv("QIMG_KEEP_FAILED")) {
+        const bool consistent = qtest::qemu_check(replayed.string()).consistent();
+        CHECK(consistent);
+        if (!consistent && std::getenv("QIMG_KEEP_FAILED")) {
           fs::copy_file(replayed, dir / fmt::format("failed-{}-{}.qcow2", prefix, int(mode.kind)));
           fs::copy_file(img, dir / "final.qcow2", fs::copy_options::overwrite_existing);
           for (size_t k = 0; k < log->size(); ++k)

@@ -9,6 +9,7 @@
 
 #include "codec/bytes.hpp"
 #include "io/fault_file.hpp"
+#include "support/test_util.hpp"
 #include "qcow/check.hpp"
 #include "qcow/image.hpp"
 
@@ -16,27 +17,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::vector<uint8_t> slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), {}};
-}
-
-void spit(const fs::path& p, const std::vector<uint8_t>& b) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
-}
-
 std::vector<uint8_t> guest(const fs::path& p) {
   auto img = qcow::Image::open(p.string(), {});
   REQUIRE_MESSAGE(img.is_ok(), img.status().message());
   std::vector<uint8_t> out(img->size());
   REQUIRE(img->read(0, out).is_ok());
   return out;
-}
-
-int qemu_check(const fs::path& p) {
-  int rc = std::system(fmt::format("qemu-img check -q '{}' >/dev/null 2>&1", p.string()).c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 99;
 }
 
 // Sets the 16-bit refcount of host cluster `cluster` (the image's first refcount block covers it).
@@ -87,11 +73,11 @@ TEST_CASE("check -r all survives a crash after every write") {
     const std::vector<uint8_t> content = guest(img);
     // Damage: a data cluster's refcount dropped to 0 (corruption) and the header cluster's
     // raised to 3 (a leak).
-    std::vector<uint8_t> bytes = slurp(img);
+    std::vector<uint8_t> bytes = qtest::read_file(img);
     poke_refcount(bytes, data_cluster, 0);
     poke_refcount(bytes, 0, 3);
-    spit(img, bytes);
-    REQUIRE(qemu_check(img) == 2);
+    qtest::write_file(img, bytes);
+    REQUIRE(qtest::qemu_check(img.string()).rc == 2);
 
     auto log = std::make_shared<qcow::WriteLog>();
     qcow::CheckOptions o;
@@ -101,7 +87,7 @@ TEST_CASE("check -r all survives a crash after every write") {
     };
     auto rep = qcow::check_image(img.string(), o);
     REQUIRE_MESSAGE(rep.is_ok(), rep.status().message());
-    REQUIRE(qemu_check(img) == 0);
+    REQUIRE(qtest::qemu_check(img.string()).rc == 0);
     REQUIRE(guest(img) == content);
 
     const size_t n = log->size();
@@ -112,7 +98,7 @@ TEST_CASE("check -r all survives a crash after every write") {
     for (auto [prefix, mode] : cuts) {
       CAPTURE(prefix);
       CAPTURE(int(mode.kind));
-      spit(replayed, bytes);
+      qtest::write_file(replayed, bytes);
       {
         auto f = qcow::open_posix_file(replayed.string(), qcow::FileMode::kReadWrite);
         REQUIRE(f.is_ok());
@@ -122,7 +108,7 @@ TEST_CASE("check -r all survives a crash after every write") {
       again.repair = qcow::Repair::kAll;
       auto r2 = qcow::check_image(replayed.string(), again);
       CHECK_MESSAGE(r2.is_ok(), r2.status().message());
-      CHECK(qemu_check(replayed) == 0);
+      CHECK(qtest::qemu_check(replayed.string()).rc == 0);
       CHECK(guest(replayed) == content);
     }
     MESSAGE(fmt::format("extended_l2={}: {} logged repair ops, {} cuts each finished by a second repair", ext, n,
