@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 SECS=${1:-30}
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQIMG_FUZZ=ON \
   -DQIMG_TESTS=OFF -DQIMG_EXAMPLES=OFF > build-fuzz.log 2>&1 || { cat build-fuzz.log; exit 1; }
-ninja -C build-fuzz fuzz_header fuzz_open_read fuzz_check >> build-fuzz.log 2>&1 || { tail -50 build-fuzz.log; exit 1; }
+ninja -C build-fuzz fuzz_header fuzz_open_read fuzz_check fuzz_map >> build-fuzz.log 2>&1 || { tail -50 build-fuzz.log; exit 1; }
 export ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 fail=0
-for t in fuzz_header fuzz_open_read fuzz_check; do
+for t in fuzz_header fuzz_open_read fuzz_check fuzz_map; do
   mkdir -p "build-fuzz/corpus/$t"
   # -rss_limit_mb bounds memory: a hostile image must not make us allocate more (see docs/reliability.md).
   if ./build-fuzz/tests/fuzz/$t -max_total_time="$SECS" -rss_limit_mb=1024 -timeout=20 -max_len=262144 \

@@ -68,7 +68,9 @@ Result<LayerRun> Qcow2Driver::layer_status(uint64_t offset, uint64_t max_length)
     // so huge sparse images map in time proportional to their L1 table).
     uint64_t l1i = geo_.l1_index(pos);
     if (l1i >= l1_.size() || !(l1_[l1i] & kL1eOffsetMask)) {
-      uint64_t piece_end = std::min(end, (l1i + 1) * geo_.l2_coverage());
+      // Past the L1 table (a snapshot's disk_size may exceed what its table covers)
+      // everything is unallocated: one step to the end, not one per missing entry.
+      uint64_t piece_end = l1i >= l1_.size() ? end : std::min(end, (l1i + 1) * geo_.l2_coverage());
       if (first) {
         run.kind = LayerRun::kUnallocated;
         first = false;
