@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # qimg convert vs qemu-img convert (issue 3), timed alternately, median of per-pair ratios.
 # Usage: bench/convert-vs-qemu.sh [QIMG] [WORKDIR]     (needs ~8 GiB free in WORKDIR)
-# Env: RUNS (pairs per case, default 3), CASES (space-separated subset of the case names below),
+# Env: RUNS (pairs per case, default 5), CASES (space-separated subset of the case names below),
 #      QEMU_M (qemu-img -m for the compressed cases; default: the best of 4 8 16, measured once).
 # The source is a deterministic 2 GiB raw image: ~40% random data, ~20% compressible text,
 # ~40% zero runs of varying length (holes). Both tools run with a warm page cache.
@@ -10,7 +10,7 @@
 set -euo pipefail
 QIMG=${1:-build/qimg}; QIMG=$(readlink -f "$QIMG")
 WORK=${2:-/tmp/qimg-convert-bench}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 CASES=${CASES:-"raw-qcow2 qcow2-raw raw-el2-2m qcow2-el2-64k raw-zlib raw-zstd"}
 mkdir -p "$WORK"; cd "$WORK"
 
@@ -80,17 +80,27 @@ for c in $CASES; do
   qargs=${qargs//QM/${QEMU_M:-16}}
   : > q.t; : > i.t
   for r in $(seq "$RUNS"); do
-    # shellcheck disable=SC2086
-    run q "q.$c.out" qemu-img convert $qargs "$src"
-    # shellcheck disable=SC2086
-    run i "i.$c.out" "$QIMG" convert $iargs "$src"
+    # Who goes first alternates, so a slow phase of the (shared) machine hits both alike.
+    if [ $((r % 2)) = 1 ]; then
+      # shellcheck disable=SC2086
+      run q "q.$c.out" qemu-img convert $qargs "$src"
+      # shellcheck disable=SC2086
+      run i "i.$c.out" "$QIMG" convert $iargs "$src"
+    else
+      # shellcheck disable=SC2086
+      run i "i.$c.out" "$QIMG" convert $iargs "$src"
+      # shellcheck disable=SC2086
+      run q "q.$c.out" qemu-img convert $qargs "$src"
+    fi
   done
   ok=$(qemu-img compare -q "$src" "i.$c.out" && echo same || echo DIFFERENT)
   case $c in *raw) ;; *) qemu-img check -q "i.$c.out" || ok="$ok,check-FAILED" ;; esac
-  ratio=$(paste -d' ' i.t q.t | awk '{print ($3 > 0) ? $1 / $3 : 0}' | median)
+  # i.t and q.t lines: wall maxrss cpu; the pair's ratio is qimg wall / qemu-img wall.
+  ratio=$(paste -d' ' i.t q.t | awk '{print ($4 > 0) ? $1 / $4 : 0}' | median)
+  pairs=$(paste -d' ' i.t q.t | awk '{printf "%s%.2f", (NR > 1 ? "," : ""), ($4 > 0) ? $1 / $4 : 0}')
   printf '%-14s %8s %8s %7.3f %9s %9s %8sKB %8sKB %s\n' "$c" "$(cut -d' ' -f1 q.t | median)" "$(cut -d' ' -f1 i.t | median)" \
     "$ratio" "$(cut -d' ' -f3 q.t | median)" "$(cut -d' ' -f3 i.t | median)" \
     "$(cut -d' ' -f2 q.t | sort -n | tail -1)" "$(cut -d' ' -f2 i.t | sort -n | tail -1)" \
-    "$ok; sizes q=$(du -k "q.$c.out" | cut -f1)K i=$(du -k "i.$c.out" | cut -f1)K"
+    "$ok; sizes q=$(du -k "q.$c.out" | cut -f1)K i=$(du -k "i.$c.out" | cut -f1)K; pairs $pairs"
   rm -f "q.$c.out" "i.$c.out"
 done

@@ -3,6 +3,7 @@
 #include "commands/convert.hpp"
 
 #include <algorithm>
+#include <iterator>
 #include <cstdio>
 #include <optional>
 #include <thread>
@@ -38,6 +39,13 @@ void register_convert(CLI::App& app, std::shared_ptr<ConvertOptions> o) {
   app.add_option("-s", o->snapshot_s, "Convert an internal snapshot, by id or name (old style)");
   app.add_option("-m", o->workers, "Parallel workers, 1 to 16 (default: hardware threads)");
   app.add_flag("-W", o->out_of_order, "Allow out-of-order writes (faster, not byte-for-byte deterministic)");
+  app.add_option("-t", o->cache, "Destination cache mode: unsafe (default), writeback, writethrough, none, directsync");
+  app.add_option("-T", o->source_cache, "Source cache mode: writeback (default), writethrough, unsafe, none, directsync");
+  app.add_option("-r", o->rate_limit, "Rate limit in bytes per second (k, M, G suffixes)");
+  app.add_flag("-C", o->copy_offload, "Copy offloading (accepted; data is already copied once, from a mapping)");
+  app.add_flag("--salvage", o->salvage, "Turn read errors into zeros (with a warning) and go on");
+  app.add_flag("--bitmaps", o->bitmaps, "Copy persistent bitmaps (only sources without bitmaps are supported)");
+  app.add_flag("--skip-broken-bitmaps", o->skip_broken_bitmaps, "With --bitmaps: skip inconsistent bitmaps");
   app.add_option("files", o->files, "Source image(s) followed by the destination")->required();
 }
 
@@ -123,6 +131,20 @@ int run_convert(const ConvertOptions& o) {
                             "to {}. Select 0 to disable sparse detection (fully allocates output).",
                             kMaxSparse));
   }
+  std::optional<uint64_t> rate;
+  if (!o.rate_limit.empty()) {
+    rate = parse_size_arg("rate limit", o.rate_limit, 0, kInt64Max, &error);
+    if (!rate) return fail(error);
+  }
+  if (o.copy_offload && o.compress) return fail("Cannot enable copy offloading when -c is used");
+  if (o.copy_offload && o.salvage) return fail("Cannot use copy offloading in salvaging mode");
+  if (o.skip_broken_bitmaps && !o.bitmaps) return fail("Use of --skip-broken-bitmaps requires --bitmaps");
+  static const char* const kCacheModes[] = {"none", "writeback", "writethrough", "directsync", "unsafe"};
+  auto known_cache = [](const std::string& m) {
+    return std::find(std::begin(kCacheModes), std::end(kCacheModes), m) != std::end(kCacheModes);
+  };
+  if (!known_cache(o.cache)) return fail(fmt::format("Invalid cache option: {}", o.cache));
+  if (!known_cache(o.source_cache)) return fail(fmt::format("Invalid source cache option: {}", o.source_cache));
   std::optional<qcow::Format> src_format, dst_format;
   if (qcow::Status s = parse_format_option(o.source_format, &src_format); !s) return fail(s);
   if (qcow::Status s = parse_format_option(o.output_format, &dst_format); !s) return fail(s);
@@ -158,6 +180,9 @@ int run_convert(const ConvertOptions& o) {
   }
   src_options.format = src_format;
   src_options.force_share = o.force_share;
+  // -T none: O_DIRECT reads that leave the page cache alone (so no mappings either).
+  const bool src_direct = o.source_cache == "none" || o.source_cache == "directsync";
+  if (src_direct) src_options.cache = qcow::CacheMode::kNone;
   if (snapshot.given()) {
     if (qcow::Status s = resolve_snapshot(inputs[0], src_options, &snapshot); !s)
       return fail("Failed to load snapshot: " + s.message());
@@ -167,6 +192,19 @@ int run_convert(const ConvertOptions& o) {
   if (qcow::Status s = sources.open(inputs, src_options); !s) {
     return fail(snapshot.given() && s.code() == qcow::ErrorCode::kNotFound ? "Failed to load snapshot: " + s.message()
                                                                            : s.message());
+  }
+  if (o.bitmaps) {
+    // qemu-img's checks, in its order. Copying bitmaps is not implemented: refuse
+    // rather than silently drop them.
+    for (const qcow::ImageInfo& i : sources.info()) {
+      if (i.format != "qcow2") return fail("Source lacks bitmap support");
+    }
+    if (dst_format && *dst_format != qcow::Format::kQcow2)
+      return fail(fmt::format("Format driver '{}' does not support bitmaps", qcow::format_name(*dst_format)));
+    for (const qcow::ImageInfo& i : sources.info()) {
+      if (!i.bitmaps.empty())
+        return fail(fmt::format("{}: copying persistent bitmaps (--bitmaps) is not supported yet", i.filename));
+    }
   }
 
   bool created = false;
@@ -207,13 +245,23 @@ int run_convert(const ConvertOptions& o) {
   dst_options.format = dst_format;
   dst_options.writable = true;
   dst_options.key_secret = dst_key;
-  dst_options.wrap_file = [](std::unique_ptr<qcow::File> f) -> std::unique_ptr<qcow::File> {
-    return std::make_unique<NoSyncFile>(std::move(f));
-  };
+  // -t: unsafe (qemu-img convert's default) never syncs; writeback syncs when the
+  // target is closed; writethrough after every write; none/directsync use O_DIRECT.
+  // (directsync is O_DIRECT with the writes left to the device, as the library's kNone.)
+  if (o.cache == "none" || o.cache == "directsync") dst_options.cache = qcow::CacheMode::kNone;
+  if (o.cache == "writethrough") dst_options.cache = qcow::CacheMode::kWritethrough;
+  if (o.cache == "unsafe") {
+    dst_options.wrap_file = [](std::unique_ptr<qcow::File> f) -> std::unique_ptr<qcow::File> {
+      return std::make_unique<NoSyncFile>(std::move(f));
+    };
+  }
   {
     auto t = qcow::Image::open(dest, dst_options);
     if (!t) return cleanup_fail(t.status());
     target.emplace(std::move(t).value());
+  }
+  if (o.bitmaps && target->format() == qcow::Format::kRaw) {
+    return cleanup_fail(qcow::Status::unsupported("Format driver 'raw' does not support bitmaps"));
   }
   if (o.compress && target->format() == qcow::Format::kRaw) {
     return cleanup_fail(qcow::Status::unsupported("Compression not supported for this file format"));
@@ -246,6 +294,9 @@ int run_convert(const ConvertOptions& o) {
   config.target_zero = (created && !base) || o.target_is_zero;
   config.workers = workers;
   config.out_of_order = o.out_of_order;
+  config.map_sources = !src_direct;
+  config.salvage = o.salvage;
+  config.rate_limit = rate.value_or(0);
 
   Progress progress(o.progress && !o.quiet, sources.total());
   qcow::Status s = copy_image(sources, base ? &*base : nullptr, *target, config, progress);

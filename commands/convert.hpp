@@ -28,6 +28,13 @@ struct ConvertOptions {
   std::string snapshot_s;                 // -s ID-or-NAME (old style)
   int workers = -1;                       // -m: parallel workers (-1: hardware threads)
   bool out_of_order = false;              // -W: write chunks in completion order
+  std::string cache = "unsafe";           // -t: target cache mode
+  std::string source_cache = "writeback"; // -T: source cache mode
+  std::string rate_limit;                 // -r: bytes per second (empty: unlimited)
+  bool copy_offload = false;              // -C
+  bool salvage = false;                   // --salvage: read errors become zeros
+  bool bitmaps = false;                   // --bitmaps
+  bool skip_broken_bitmaps = false;       // --skip-broken-bitmaps
   std::vector<std::string> files;         // SRC... DEST
 };
 

@@ -2,6 +2,7 @@
 #include "commands/convert_copy.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -10,75 +11,19 @@
 #include <system_error>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "cli/secrets.hpp"
 #include "cli/output.hpp"
 #include "qcow/compress.hpp"
 
 namespace qimg {
 
-// --- SourceSet ------------------------------------------------------------------
-
-qcow::Status SourceSet::open(const std::vector<std::string>& files, const qcow::OpenOptions& options) {
-  for (const std::string& f : files) {
-    auto image = qcow::Image::open(f, options);
-    if (!image) return image.status();
-    if (options.key_secret) warn_if_legacy_aes(*image);
-    const uint64_t size = image->size();
-    sources_.push_back({std::move(image).value(), total_});
-    total_ += size;
-  }
-  return qcow::Status::ok();
-}
-
-size_t SourceSet::find(uint64_t t) const {
-  size_t i = 0;
-  while (i + 1 < sources_.size() && sources_[i + 1].base <= t) ++i;
-  while (i < sources_.size() && sources_[i].image.size() == 0) ++i;
-  return i;
-}
-
-qcow::Status SourceSet::next_run(uint64_t t, uint64_t max, uint64_t* run, bool* zero) {
-  *run = 0;
-  std::optional<bool> kind;
-  for (size_t i = find(t); i < sources_.size() && *run < max; ++i) {
-    Source& s = sources_[i];
-    const uint64_t from = t + *run - s.base;
-    const uint64_t len = std::min(s.image.size() - from, max - *run);
-    if (len == 0) continue;
-    uint64_t covered = 0;
-    bool stopped = false;
-    QCOW_TRY(s.image.block_status(from, len, [&](const qcow::Extent& e) {
-      if (!kind) kind = e.zero;
-      if (e.zero != *kind) {
-        stopped = true;
-        return false;
-      }
-      covered = std::min(e.offset + e.length - from, len);
-      return covered < len;
-    }));
-    *run += covered;
-    if (stopped || covered < len) break;
-  }
-  *run = std::min(*run, max);
-  *zero = kind.value_or(true);
-  return qcow::Status::ok();
-}
-
-qcow::Status SourceSet::read(uint64_t t, std::span<uint8_t> buf) {
-  size_t done = 0;
-  for (size_t i = find(t); i < sources_.size() && done < buf.size(); ++i) {
-    Source& s = sources_[i];
-    const uint64_t from = t + done - s.base;
-    const uint64_t n = std::min<uint64_t>(s.image.size() - from, buf.size() - done);
-    QCOW_TRY(s.image.read(from, buf.subspan(done, n)));
-    done += n;
-  }
-  return qcow::Status::ok();
-}
-
 // --- The pipeline ---------------------------------------------------------------
 
 namespace {
+
+uint64_t div_up(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
 bool all_zero(const uint8_t* p, size_t n) { return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0); }
 
@@ -101,21 +46,40 @@ struct Chunk {
   uint64_t seq = 0, offset = 0, length = 0;
   bool all_zero = false;  // the source is zero throughout and nothing needs comparing: no buffers
   bool has_base = false;
+  // The chunk's guest bytes: `data`, or (view != nullptr) the source files' mappings.
+  // A view is used when every data run lies in one mapping at the same distance from
+  // its guest offset, so the bytes are copied once, straight into the target.
+  const uint8_t* view = nullptr;
+  std::vector<std::pair<const uint8_t*, uint64_t>> mapped;  // mapped runs of the view
   std::vector<uint8_t> data, base, out;
   std::vector<uint8_t> kinds;     // per unit
+  std::vector<uint8_t> zero_run;  // per unit: inside a zero run of the source (never read)
   std::vector<uint32_t> csize;    // -c: compressed length per cluster (0: store uncompressed)
+  std::vector<uint64_t> cstart;   // -c: where each compressed cluster starts in `out`
+  const uint8_t* bytes() const { return view ? view : data.data(); }
 };
 
 class Pipeline {
  public:
   Pipeline(SourceSet& sources, qcow::Image* base, qcow::Image& target, const CopyConfig& config, Progress& progress)
       : src_(sources), base_(base), dst_(target), cfg_(config), progress_(progress),
-        threads_(config.compress ? std::max(config.workers, 1) : 0),
+        threads_(config.compress ? std::max(config.workers, 1) : (config.workers >= 2 ? 1 : 0)),
+        // Zero runs written as data (-S 0, or -S above the unit) need their zeros in a
+        // buffer; mapped chunks never hold them.
+        map_sources_(config.map_sources && config.sparse != 0 && (config.compress || config.sparse <= config.unit)),
         slots_(size_t(std::max(config.workers, 1)) + 2),
-        chunks_((sources.total() + kChunkBytes - 1) / kChunkBytes) {}
+        chunk_bytes_(chunk_bytes(config)),
+        chunks_((sources.total() + chunk_bytes_ - 1) / chunk_bytes_) {}
 
   qcow::Status run() {
-    if (threads_ == 0) return run_inline();
+    qcow::Status s = threads_ == 0 ? run_inline() : run_threads();
+    // A source that shrank under its mapping explains any write error (EFAULT) best.
+    if (qcow::Status f = src_.check_files(); !f) return f;
+    return s;
+  }
+
+ private:
+  qcow::Status run_threads() {
     std::vector<std::thread> threads;
     qcow::Status started = guarded([&] {
       threads.emplace_back([this] { reader_main(); });
@@ -133,23 +97,53 @@ class Pipeline {
     return error_;
   }
 
- private:
-  // Without -c there is little to overlap: read, classify and write each chunk
-  // in turn on the calling thread. Hand-overs between threads cost a wake-up
-  // each, which on a busy machine means waiting for a time slice (measured:
-  // slower than doing it in turn).
+  // -m 1 without -c: read, classify and write each chunk in turn on the calling
+  // thread (no hand-overs; on a machine busy with other work a hand-over waits for
+  // a time slice).
   qcow::Status run_inline() {
     Chunk& c = slots_[0];
     uint64_t written = 0;
     for (uint64_t seq = 0; seq < chunks_; ++seq) {
       c.seq = seq;
-      c.offset = seq * kChunkBytes;
-      c.length = std::min(kChunkBytes, src_.total() - c.offset);
+      c.offset = seq * chunk_bytes_;
+      c.length = std::min(chunk_bytes_, src_.total() - c.offset);
       QCOW_TRY(guarded([&] { return fill(c); }));
       QCOW_TRY(guarded([&] { return process(c); }));
       QCOW_TRY(guarded([&] { return write(c); }));
       written += c.length;
       progress_.update(written);
+      throttle(written);
+    }
+    return qcow::Status::ok();
+  }
+
+  // -r: sleeps until `written` guest bytes are no ahead of the rate limit.
+  void throttle(uint64_t written) {
+    if (!cfg_.rate_limit) return;
+    const auto due = start_ + std::chrono::duration<double>(double(written) / double(cfg_.rate_limit));
+    std::this_thread::sleep_until(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(due));
+  }
+
+  // --salvage: reads what can be read, in smaller and smaller pieces (64 KiB, then
+  // 512-byte sectors); what cannot be read becomes zeros, with one warning per piece.
+  qcow::Status read_salvaging(uint64_t t, std::span<uint8_t> out) {
+    qcow::Status s = src_.read(t, out);
+    if (s || !cfg_.salvage) return s;
+    for (uint64_t at = 0; at < out.size();) {
+      const uint64_t piece = std::min<uint64_t>(out.size() - at, (64 << 10) - (t + at) % (64 << 10));
+      if (!src_.read(t + at, out.subspan(at, piece))) {
+        qcow::Status first;
+        for (uint64_t sec = 0; sec < piece;) {
+          const uint64_t n = std::min<uint64_t>(piece - sec, 512 - (t + at + sec) % 512);
+          if (qcow::Status e = src_.read(t + at + sec, out.subspan(at + sec, n)); !e) {
+            std::memset(out.data() + at + sec, 0, n);
+            if (first) first = qcow::Status::error(e.code(), fmt::format("error while reading at byte {}: {}", t + at + sec, e.message()));
+          }
+          sec += n;
+        }
+        if (!first) fmt::print(stderr, "qimg: warning: {} (read as zeros)\n", first.message());
+      }
+      at += piece;
     }
     return qcow::Status::ok();
   }
@@ -184,8 +178,8 @@ class Pipeline {
         c->state = Chunk::State::kFilling;
       }
       c->seq = seq;
-      c->offset = seq * kChunkBytes;
-      c->length = std::min(kChunkBytes, src_.total() - c->offset);
+      c->offset = seq * chunk_bytes_;
+      c->length = std::min(chunk_bytes_, src_.total() - c->offset);
       if (qcow::Status s = guarded([&] { return fill(*c); }); !s) return set_error(std::move(s));
       {
         std::lock_guard lock(mu_);
@@ -242,44 +236,94 @@ class Pipeline {
       free_cv_.notify_one();  // only the reader waits for this
       ++next;
       progress_.update(written);
+      throttle(written);
     }
   }
 
-  // Reader: block status of the sources, then reads of the data runs only (holes are never read).
+  // Reader: block status of the sources, then reads of the data runs only (holes are
+  // never read). Mapped data runs are not read at all: the chunk becomes a view.
   qcow::Status fill(Chunk& c) {
     c.all_zero = false;
     c.has_base = false;
+    c.view = nullptr;
+    c.mapped.clear();
     struct Run {
       uint64_t at, length;
-      bool zero;
+      SourceSet::Run r;
     };
     std::vector<Run> runs;
     bool only_zero = true;
     for (uint64_t pos = c.offset; pos < c.offset + c.length;) {
-      uint64_t run = 0;
-      bool zero = false;
-      QCOW_TRY(src_.next_run(pos, c.offset + c.length - pos, &run, &zero));
-      if (run == 0) return qcow::Status::internal("block status returned an empty run");
-      runs.push_back({pos, run, zero});
-      only_zero &= zero;
-      pos += run;
+      SourceSet::Run r;
+      if (qcow::Status s = src_.next_run(pos, c.offset + c.length - pos, map_sources_, &r); !s) {
+        if (!cfg_.salvage) return s;
+        // --salvage: no block status here; read the next 64 KiB as data (errors become zeros).
+        r = SourceSet::Run{};
+        r.zero = false;
+        r.length = std::min<uint64_t>(c.offset + c.length - pos, (64 << 10) - pos % (64 << 10));
+      }
+      if (r.length == 0) return qcow::Status::internal("block status returned an empty run");
+      runs.push_back({pos - c.offset, r.length, r});
+      only_zero &= r.zero;
+      pos += r.length;
     }
     if (only_zero && !base_ && cfg_.sparse != 0) {
       c.all_zero = true;
       return qcow::Status::ok();
     }
-    c.data.resize(c.length);
+    const uint64_t u = unit();
+    const size_t n = size_t((c.length + u - 1) / u);
+    // Units entirely inside a zero run read as zeros without looking at their bytes.
+    c.zero_run.assign(n, 0);
     for (const Run& r : runs) {
-      std::span<uint8_t> out(c.data.data() + (r.at - c.offset), r.length);
-      if (r.zero) std::memset(out.data(), 0, out.size());
-      else QCOW_TRY(src_.read(r.at, out));
+      if (!r.r.zero) continue;
+      for (uint64_t i = div_up(r.at, u); i * u < r.at + r.length && std::min(c.length, (i + 1) * u) <= r.at + r.length; ++i)
+        c.zero_run[size_t(i)] = 1;
+    }
+    if (map_sources_) {
+      // One view for the chunk if all runs agree on where guest byte 0 of the chunk
+      // would be; unmapped zero runs are fine when they cover whole units (those units
+      // are never read), anything else is read into the buffer.
+      uintptr_t view = 0;
+      bool linear = true;
+      for (const Run& r : runs) {
+        if (r.r.mapped) {
+          const uintptr_t v = reinterpret_cast<uintptr_t>(r.r.mapped) - r.at;
+          if (view && v != view) linear = false;
+          view = v;
+        } else if (!r.r.zero || r.at % u != 0 || ((r.at + r.length) % u != 0 && r.at + r.length != c.length)) {
+          linear = false;
+        }
+        if (!linear) break;
+      }
+      if (linear && view) {
+        c.view = reinterpret_cast<const uint8_t*>(view);
+        for (const Run& r : runs) {
+          if (!r.r.mapped) continue;
+          c.mapped.emplace_back(r.r.mapped, r.length);  // released after the write
+          // Zero runs (raw holes) are only touched where a unit is partly data.
+          if (!r.r.zero) FileMaps::populate(r.r.mapped, r.length);
+        }
+      }
+    }
+    if (!c.view) {
+      c.data.resize(c.length);
+      for (const Run& r : runs) {
+        std::span<uint8_t> out(c.data.data() + r.at, r.length);
+        if (r.r.zero) std::memset(out.data(), 0, out.size());
+        else if (r.r.mapped) {
+          std::memcpy(out.data(), r.r.mapped, out.size());
+          FileMaps::release(r.r.mapped, r.length);
+        }
+        else QCOW_TRY(read_salvaging(c.offset + r.at, out));
+      }
     }
     if (base_) {
       c.base.resize(c.length);
       const uint64_t size = base_->size();
-      const uint64_t n = c.offset < size ? std::min(c.length, size - c.offset) : 0;
-      if (n) QCOW_TRY(base_->read(c.offset, std::span(c.base.data(), n)));
-      std::memset(c.base.data() + n, 0, c.length - n);
+      const uint64_t nb = c.offset < size ? std::min(c.length, size - c.offset) : 0;
+      if (nb) QCOW_TRY(base_->read(c.offset, std::span(c.base.data(), nb)));
+      std::memset(c.base.data() + nb, 0, c.length - nb);
       c.has_base = true;
     }
     return qcow::Status::ok();
@@ -291,9 +335,16 @@ class Pipeline {
     const uint64_t u = unit();
     const size_t n = size_t((c.length + u - 1) / u);
     c.kinds.assign(n, kData);
+    const uint8_t* bytes = c.bytes();
     for (size_t i = 0; i < n; ++i) {
       const uint64_t at = i * u, len = std::min(u, c.length - at);
-      const uint8_t* p = c.data.data() + at;
+      if (c.zero_run[i]) {  // zeros without reading them (the view may not hold them)
+        if (c.has_base && all_zero(c.base.data() + at, len)) c.kinds[i] = kSame;
+        else if (cfg_.sparse != 0) c.kinds[i] = kZero;
+        else if (c.view) return qcow::Status::internal("a mapped chunk must not write zero runs as data");
+        continue;
+      }
+      const uint8_t* p = bytes + at;
       if (c.has_base && std::memcmp(p, c.base.data() + at, len) == 0) c.kinds[i] = kSame;
       else if (cfg_.sparse != 0 && all_zero(p, len)) c.kinds[i] = kZero;
     }
@@ -306,22 +357,32 @@ class Pipeline {
         }
         size_t j = i;
         while (j < n && c.kinds[j] == kZero) ++j;
-        const uint64_t bytes = std::min<uint64_t>(j * u, c.length) - i * u;
+        const uint64_t run_bytes = std::min<uint64_t>(j * u, c.length) - i * u;
         const bool next_to_data = (i > 0 && c.kinds[i - 1] == kData) || (j < n && c.kinds[j] == kData);
-        if (bytes < cfg_.sparse && next_to_data) std::fill(c.kinds.begin() + i, c.kinds.begin() + j, uint8_t(kData));
+        if (run_bytes < cfg_.sparse && next_to_data) {
+          if (c.view) return qcow::Status::internal("a mapped chunk must not write zero runs as data");
+          std::fill(c.kinds.begin() + i, c.kinds.begin() + j, uint8_t(kData));
+        }
         i = j;
       }
     }
     if (cfg_.compress) {
-      c.out.resize(n * u);
+      // Compressed clusters are packed into `out` (only as large as they need; stored
+      // clusters are written from the source bytes), via one cluster of scratch.
+      thread_local std::vector<uint8_t> scratch;
+      scratch.resize(u);
+      c.out.clear();
       c.csize.assign(n, 0);
+      c.cstart.assign(n, 0);
       for (size_t i = 0; i < n; ++i) {
         if (c.kinds[i] != kData) continue;
         const uint64_t at = i * u, len = std::min(u, c.length - at);
         QCOW_ASSIGN_OR_RETURN(size_t size, qcow::compress_cluster(cfg_.compression_type, cfg_.cluster_size,
-                                                                   std::span(c.data.data() + at, len),
-                                                                   std::span(c.out.data() + at, u - 1)));
+                                                                   std::span(bytes + at, len),
+                                                                   std::span(scratch.data(), u - 1)));
         c.csize[i] = uint32_t(size);
+        c.cstart[i] = c.out.size();
+        c.out.insert(c.out.end(), scratch.begin(), scratch.begin() + ptrdiff_t(size));
       }
     }
     return qcow::Status::ok();
@@ -346,21 +407,22 @@ class Pipeline {
         case kZero: QCOW_TRY(zeroes(c.offset + at, len)); break;
         case kData:
           if (!cfg_.compress) {
-            QCOW_TRY(dst_.write(c.offset + at, std::span<const uint8_t>(c.data.data() + at, len)));
+            QCOW_TRY(dst_.write(c.offset + at, std::span<const uint8_t>(c.bytes() + at, len)));
             break;
           }
           for (size_t k = i; k < j; ++k) {
             const uint64_t ka = k * u, kl = std::min(u, c.length - ka);
             if (c.csize[k]) {
-              QCOW_TRY(dst_.write_compressed_cluster(c.offset + ka, std::span(c.out.data() + ka, c.csize[k])));
+              QCOW_TRY(dst_.write_compressed_cluster(c.offset + ka, std::span(c.out.data() + c.cstart[k], c.csize[k])));
             } else {
-              QCOW_TRY(dst_.write(c.offset + ka, std::span<const uint8_t>(c.data.data() + ka, kl)));
+              QCOW_TRY(dst_.write(c.offset + ka, std::span<const uint8_t>(c.bytes() + ka, kl)));
             }
           }
           break;
       }
       i = j;
     }
+    for (const auto& [p, len] : c.mapped) FileMaps::release(p, len);
     return qcow::Status::ok();
   }
 
@@ -370,7 +432,10 @@ class Pipeline {
   const CopyConfig& cfg_;
   Progress& progress_;
 
-  const int threads_;           // worker threads: only -c has work for them
+  const int threads_;           // worker threads (one without -c: it classifies while the writer writes)
+  const bool map_sources_;      // data runs may be read through mappings of the source files
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  const uint64_t chunk_bytes_;
   std::mutex mu_;
   std::condition_variable free_cv_, work_cv_, ready_cv_;  // reader, workers, writer wait on these
   std::vector<Chunk> slots_;

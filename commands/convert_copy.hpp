@@ -1,47 +1,35 @@
 // The copy engine of qimg convert: sources seen as one disk, copied in
-// 2 MiB chunks. Without -c one thread reads, classifies and writes each chunk
-// in turn. With -c a bounded pipeline runs: one reader thread, N worker
-// threads that classify units (zero, same as the base, data) and compress
-// clusters, and the calling thread writing in guest order (any order with -W).
+// chunks (2 MiB; with -c a cluster, at least 1 MiB) through a bounded pipeline: one reader thread (block status,
+// reads of the runs that are not mapped), N worker threads that classify units
+// (zero, same as the base, data) and compress clusters with -c (one worker
+// without -c), and the calling thread writing in guest order (any order with
+// -W). With -m 1 and no -c the calling thread does all three in turn.
+//
+// Data runs stored plainly in a source file are not read but mapped (see
+// FileMaps): the target write copies them straight from the page cache.
 //
 // Each qcow::Image is used by one thread only: the sources and the base image
 // by the reader, the target by the writer; workers touch buffers only.
 // Memory is bounded: at most (workers + 2) chunks are in flight, each holding
-// up to three kChunkBytes buffers (source data, base data with -B, compressed
-// output with -c), whatever the image size.
+// up to three chunk_bytes() buffers (source data unless mapped, base data with
+// -B, compressed output with -c), whatever the image size; the mapped pages of
+// a chunk are released from the process once it is written.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "qcow/image.hpp"
 #include "qcow/status.hpp"
+#include "commands/convert_source.hpp"
 
 namespace qimg {
 
 class Progress;
 
 constexpr uint64_t kChunkBytes = 2ull << 20;  // a multiple of every cluster size
-
-// The sources concatenated into one guest address space.
-class SourceSet {
- public:
-  qcow::Status open(const std::vector<std::string>& files, const qcow::OpenOptions& options);
-  uint64_t total() const { return total_; }
-  // The run at t (at most max bytes) that is all zeros (*zero) or may hold data.
-  qcow::Status next_run(uint64_t t, uint64_t max, uint64_t* run, bool* zero);
-  qcow::Status read(uint64_t t, std::span<uint8_t> buf);
-
- private:
-  struct Source {
-    qcow::Image image;
-    uint64_t base;  // offset of this source in the concatenated space
-  };
-  size_t find(uint64_t t) const;
-  std::vector<Source> sources_;
-  uint64_t total_ = 0;
-};
 
 struct CopyConfig {
   // Zero detection granularity on the target: the subcluster with extended L2,
@@ -54,7 +42,16 @@ struct CopyConfig {
   bool target_zero = false;         // unwritten target ranges read as zeros
   int workers = 1;                  // -m
   bool out_of_order = false;        // -W
+  bool map_sources = true;          // read data runs through mappings (not with -T none)
+  bool salvage = false;             // --salvage: unreadable source bytes become zeros, with a warning
+  uint64_t rate_limit = 0;          // -r: guest bytes per second (0: unlimited)
 };
+
+// The unit of work: kChunkBytes, or with -c one cluster but at least 1 MiB (with
+// -c more chunks are in flight, one per worker, and peak memory follows their size).
+inline uint64_t chunk_bytes(const CopyConfig& config) {
+  return config.compress ? std::max<uint64_t>(config.cluster_size, 1ull << 20) : kChunkBytes;
+}
 
 // Copies every byte of `sources` to `target` (guest offset 0 up). With a base
 // image (the target's backing chain, -B), units that read the same in the

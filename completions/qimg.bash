@@ -79,7 +79,7 @@ _qimg()
             create)  opts="-f -o -b -F -u -q --object --image-opts --key-secret --help" ;;
             info)    opts="-f --output --backing-chain -U --force-share --object --image-opts --key-secret --help" ;;
             map)     opts="-f --output --start-offset --max-length -U --force-share --object --image-opts --key-secret --help" ;;
-            convert) opts="-f -O -o -c -p -q -n -S -U --force-share -B -F -l -s -m -W --target-is-zero --object --image-opts --key-secret --help" ;;
+            convert) opts="-f -O -o -c -p -q -n -S -U --force-share -B -F -l -s -m -W -t -T -r -C --salvage --bitmaps --skip-broken-bitmaps --target-is-zero --object --image-opts --key-secret --help" ;;
             io)      opts="-f -U --force-share -r --read-only -t --cache -c --cmd --object --image-opts --key-secret --help" ;;
             check)   opts="-f -r --output -q -U --force-share --object --image-opts --key-secret --help" ;;
         esac

@@ -66,6 +66,13 @@ complete -c qimg -n '__fish_seen_subcommand_from convert' -s s -x -d 'Internal s
 complete -c qimg -n '__fish_seen_subcommand_from convert' -s m -x -d 'Parallel workers (1-16)'
 complete -c qimg -n '__fish_seen_subcommand_from convert' -s W -d 'Allow out-of-order writes'
 complete -c qimg -n '__fish_seen_subcommand_from convert' -l target-is-zero -d 'Target reads as zeros (needs -n)'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s t -x -a 'unsafe writeback writethrough none directsync' -d 'Destination cache mode'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s T -x -a 'writeback writethrough unsafe none directsync' -d 'Source cache mode'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s r -x -d 'Rate limit in bytes per second'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -s C -d 'Copy offloading'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -l salvage -d 'Turn read errors into zeros'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -l bitmaps -d 'Copy persistent bitmaps'
+complete -c qimg -n '__fish_seen_subcommand_from convert' -l skip-broken-bitmaps -d 'Skip inconsistent bitmaps'
 
 # io
 complete -c qimg -n '__fish_seen_subcommand_from io' -F

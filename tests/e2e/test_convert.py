@@ -12,7 +12,10 @@
   mid-way and bad options: exit 1, one "qimg: " line, no target left behind;
 - -c output is the same bytes for -m 1 and -m 4;
 - raw targets stay sparse; -S 0 allocates everything; zero subclusters of
-  an extended-L2 target stay unallocated.
+  an extended-L2 target stay unallocated;
+- -t/-T/-r/-C/--salvage/--bitmaps, with qemu-img's messages for bad uses;
+- sources read through mappings: unaligned host offsets, zero clusters over
+  stale data, a raw backing file with holes, sources back to back.
 
 Usage: test_convert.py --qimg PATH
 """
@@ -314,6 +317,126 @@ def test_determinism_and_sparseness(c: Checker):
         c.fail(f"ext-L2 2M: the zero subcluster at 64 KiB is allocated: {hole}")
 
 
+def test_mapped_sources(c: Checker):
+    """Sources whose data runs convert reads through mappings of the host files:
+    host offsets that are not page aligned, zero clusters that keep stale host
+    data underneath (must never be copied), a raw backing file with holes under a
+    qcow2 overlay, and the paths that must fall back to reads (-S 0, large -S)."""
+    def io(img, *cmds):
+        argv = ["qemu-io", "-f", "qcow2"]
+        for cmd in cmds:
+            argv += ["-c", cmd]
+        c.run(argv + [img], check=True)
+
+    sources = []
+    c.run(["qemu-img", "convert", "-O", "qcow2", "-o", "cluster_size=512", "src.raw", "c512.qcow2"], check=True)
+    sources.append("c512.qcow2")
+    # zero clusters over stale data: write -z without -u keeps the host cluster (ZERO_ALLOC)
+    for name, opts in (("za.qcow2", "cluster_size=64k"), ("za-el2.qcow2", "extended_l2=on,cluster_size=64k")):
+        c.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", opts, name, str(4 * MIB)], check=True)
+        io(name, "write -P 0xaa 0 4M", "write -z 64k 128k", "write -z 1056k 8k", "write -z 2M 1M",
+           "write -P 0x11 2176k 4k")
+        sources.append(name)
+    # qcow2 overlay over a raw backing file with holes (zero runs mapped from the raw file)
+    make_source(c.path("rawbase.raw"), 5 * MIB + 512, 21)
+    c.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "rawbase.raw", "-F", "raw", "ov.qcow2"], check=True)
+    io("ov.qcow2", "write -P 0x22 512k 64k", "write -z 3M 128k", "write -P 0x33 4100k 3k")
+    sources.append("ov.qcow2")
+    for src in sources:
+        for name, args in (("raw", ["-O", "raw"]), ("q64", ["-O", "qcow2"]),
+                           ("el2", ["-O", "qcow2", "-o", "extended_l2=on,cluster_size=2M"]),
+                           ("c4k", ["-O", "qcow2", "-o", "cluster_size=4k"]),
+                           ("S0", ["-S", "0", "-O", "raw"]), ("S64k", ["-S", "64k", "-O", "raw"]),
+                           ("m1", ["-m", "1", "-O", "qcow2"]), ("zstd", ["-c", "-O", "qcow2", "-o", "compression_type=zstd"])):
+            out = f"mapped-{src.split('.')[0]}-{name}.img"
+            rc, _, err = c.q("convert", *args, src, out)
+            if rc != 0:
+                c.fail(f"{src} -> {name}: exit {rc}: {err.strip()}")
+                continue
+            if name not in ("raw", "S0", "S64k"):
+                c.clean(out, f"{src} -> {name}")
+            c.same(src, out, f"{src} -> {name}", fb="raw" if name in ("raw", "S0", "S64k") else "qcow2")
+    # two sources back to back where the first ends inside a page and a cluster
+    c.q("convert", "-O", "qcow2", "c512.qcow2", "ov.qcow2", "za.qcow2", "mapped-cat.qcow2", check=True)
+    want = b""
+    for src in ("c512.qcow2", "ov.qcow2", "za.qcow2"):
+        c.run(["qemu-img", "convert", "-O", "raw", src, src + ".raw"], check=True)
+        want += open(c.path(src + ".raw"), "rb").read()
+    c.q("convert", "-O", "raw", "mapped-cat.qcow2", "mapped-cat.raw", check=True)
+    if open(c.path("mapped-cat.raw"), "rb").read() != want:
+        c.fail("mapped sources back to back: output differs from the sources")
+
+
+def test_more_options(c: Checker):
+    """qemu-img's other convert options: -t/-T cache modes, -r, -C, --salvage,
+    --bitmaps, with qemu-img's messages for the invalid combinations."""
+    for t, T in (("unsafe", "writeback"), ("writeback", "none"), ("writethrough", "directsync"),
+                 ("none", "unsafe"), ("directsync", "writethrough")):
+        out = f"cache-{t}-{T}.qcow2"
+        c.q("convert", "-t", t, "-T", T, "-O", "qcow2", "src.raw", out, check=True)
+        c.clean(out, f"-t {t} -T {T}")
+        c.same("src.raw", out, f"-t {t} -T {T}")
+    c.q("convert", "-T", "none", "-O", "raw", "std.qcow2", "direct.raw", check=True)
+    c.same("src.raw", "direct.raw", "-T none qcow2 -> raw", fb="raw")
+    c.q("convert", "-r", "64M", "-O", "qcow2", "src.raw", "rate.qcow2", check=True)
+    c.same("src.raw", "rate.qcow2", "-r 64M")
+    c.q("convert", "-C", "-O", "qcow2", "src.raw", "offload.qcow2", check=True)
+    c.same("src.raw", "offload.qcow2", "-C")
+    for argv, want in ((["-C", "-c"], "Cannot enable copy offloading when -c is used"),
+                       (["-C", "--salvage"], "Cannot use copy offloading in salvaging mode"),
+                       (["-t", "bogus"], "Invalid cache option: bogus"),
+                       (["-T", "bogus"], "Invalid source cache option: bogus"),
+                       (["-r", "abc"], "Invalid rate limit specified"),
+                       (["--skip-broken-bitmaps"], "Use of --skip-broken-bitmaps requires --bitmaps"),
+                       (["--bitmaps", "-f", "raw"], "Source lacks bitmap support")):
+        c.expect_error(["convert", *argv, "-O", "qcow2", "src.raw", "opt.qcow2"], " ".join(argv), gone="opt.qcow2")
+        rc, _, err = c.q("convert", *argv, "-O", "qcow2", "src.raw", "opt.qcow2")
+        if want not in err:
+            c.fail(f"{' '.join(argv)}: want {want!r}, got {err.strip()!r}")
+    # --bitmaps: a qcow2 source without bitmaps converts; one with bitmaps is refused (not
+    # silently dropped). qimg info lists the bitmaps exactly as qemu-img info does.
+    c.q("convert", "--bitmaps", "-O", "qcow2", "std.qcow2", "nobm.qcow2", check=True)
+    c.expect_error(["convert", "--bitmaps", "-O", "raw", "std.qcow2", "bm.raw"], "--bitmaps to raw", gone="bm.raw")
+    c.run(["qemu-img", "create", "-q", "-f", "qcow2", "bm.qcow2", "4M"], check=True)
+    c.run(["qemu-img", "bitmap", "--add", "bm.qcow2", "first"], check=True)
+    c.run(["qemu-img", "bitmap", "--add", "-g", "128k", "--disable", "bm.qcow2", "second one"], check=True)
+    c.expect_error(["convert", "--bitmaps", "-O", "qcow2", "bm.qcow2", "bm2.qcow2"], "--bitmaps with bitmaps",
+                   gone="bm2.qcow2")
+    for args in ([], ["--output", "json"]):
+        _, want, _ = c.run(["qemu-img", "info", *(["--output=json"] if args else []), "bm.qcow2"])
+        _, got, _ = c.q("info", *args, "bm.qcow2")
+        if want != got:
+            c.fail(f"info {' '.join(args)} of an image with bitmaps differs from qemu-img's:\n{want}\n{got}")
+    # --salvage: a compressed cluster that cannot be inflated reads as zeros, as with qemu-img.
+    c.run(["qemu-img", "convert", "-c", "-O", "qcow2", "src.raw", "salv.qcow2"], check=True)
+    with open(c.path("salv.qcow2"), "r+b") as f:
+        hdr = f.read(48)
+        l1_offset = struct.unpack(">Q", hdr[40:48])[0]
+        f.seek(l1_offset)
+        l2_offset = struct.unpack(">Q", f.read(8))[0] & 0x00FFFFFFFFFFFE00
+        damaged = 0
+        for i in range(64):
+            f.seek(l2_offset + 8 * i)
+            e = struct.unpack(">Q", f.read(8))[0]
+            if e & (1 << 62):  # compressed: host offset in the low 62 - (16 - 8) bits
+                f.seek(e & ((1 << 54) - 1))
+                f.write(b"\xff" * 64)
+                damaged += 1
+                if damaged == 2:
+                    break
+    if damaged == 0:
+        c.fail("--salvage: no compressed cluster to damage")
+    c.expect_error(["convert", "-O", "raw", "salv.qcow2", "salv-fail.raw"], "damaged source without --salvage",
+                   gone="salv-fail.raw")
+    c.run(["qemu-img", "convert", "--salvage", "-O", "raw", "salv.qcow2", "salv-q.raw"])
+    for m in ("1", "2"):
+        rc, _, err = c.q("convert", "--salvage", "-m", m, "-O", "raw", "salv.qcow2", f"salv-i{m}.raw")
+        if rc != 0 or "warning: error while reading at byte" not in err:
+            c.fail(f"--salvage -m {m}: exit {rc}, stderr {err.strip()!r}")
+        elif open(c.path(f"salv-i{m}.raw"), "rb").read() != open(c.path("salv-q.raw"), "rb").read():
+            c.fail(f"--salvage -m {m}: output differs from qemu-img convert --salvage")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--qimg", required=True)
@@ -327,7 +450,7 @@ def main() -> int:
     c = Checker(os.path.abspath(a.qimg), work)
     make_source(c.path("src.raw"), 6 * MIB + 512 * 3, 1)
     for t in (test_directions, test_concatenation, test_backing, test_snapshots, test_errors,
-              test_determinism_and_sparseness):
+              test_determinism_and_sparseness, test_mapped_sources, test_more_options):
         try:
             t(c)
         except Exception as e:  # a crash of the test itself is a failure too

@@ -91,6 +91,7 @@ Status Qcow2Driver::open(int depth, std::vector<std::string>& chain) {
   if (h.refcount_table_clusters == 0) return Status::corrupt("refcount table has no clusters");
   if (h.nb_snapshots > kMaxSnapshots) return Status::limit(fmt::format("too many snapshots ({})", h.nb_snapshots));
   QCOW_ASSIGN_OR_RETURN(snapshots_, load_snapshot_table(*file_, h, file_size_, &snapshot_table_bytes_));
+  if (auto bitmaps = load_bitmap_list(*file_, h, file_size_)) bitmaps_ = std::move(bitmaps).value();
   if (!options_.snapshot.empty()) QCOW_TRY(load_snapshot_l1(options_.snapshot));
   QCOW_TRY(open_crypto());
 
@@ -251,6 +252,7 @@ ImageInfo Qcow2Driver::info() const {
   i.backing_format = header_.backing_format.value_or("");
   i.data_file = header_.data_file.value_or("");
   i.snapshots = snapshots_;
+  i.bitmaps = bitmaps_;
   i.incompatible_features = header_.incompatible_features;
   i.compatible_features = header_.compatible_features;
   i.autoclear_features = header_.autoclear_features;

@@ -21,6 +21,7 @@ namespace qcow {
 
 // Parses the snapshot table; *table_bytes receives its length on disk.
 Result<std::vector<SnapshotInfo>> load_snapshot_table(File& file, const Header& h, uint64_t file_size, uint64_t* table_bytes);
+Result<std::vector<BitmapInfo>> load_bitmap_list(File& file, const Header& h, uint64_t file_size);
 
 class Qcow2Driver final : public Driver {
  public:
@@ -110,6 +111,7 @@ class Qcow2Driver final : public Driver {
   std::unique_ptr<Driver> backing_;
   std::string backing_path_;
   std::vector<SnapshotInfo> snapshots_;
+  std::vector<BitmapInfo> bitmaps_;  // for info; empty when the directory is stale or broken
   uint64_t snapshot_table_bytes_ = 0;
   uint64_t file_size_ = 0;        // host file size as last known
   uint64_t alloc_end_ = 0;        // end of the highest cluster we allocated
