@@ -556,3 +556,43 @@ TEST_CASE("image: create layouts, random I/O vs model, reopen, qemu-img check/co
 }
 
 }  // TEST_SUITE
+
+// Completing an empty subcluster of an allocated cluster zeroes its host bytes with
+// File::zero_range instead of writing them: a 4 KiB write moves 4 KiB of data.
+TEST_CASE("image: in-place subcluster writes zero their fill instead of writing it") {
+  qtest::TempDir dir;
+  const std::string path = dir.file("el2-2m.qcow2");
+  CreateOptions c;
+  c.size = 64 << 20;
+  c.cluster_size = 2 << 20;
+  c.extended_l2 = true;
+  require_ok(Image::create(path, c));
+  auto counters = std::make_shared<IoCounters>();
+  OpenOptions o;
+  o.wrap_file = [counters](std::unique_ptr<File> f) -> std::unique_ptr<File> {
+    return std::make_unique<CountingFile>(std::move(f), counters);
+  };
+  Bytes want(2 << 20, 0);
+  {
+    Image img = open_rw(path, o);
+    const Bytes a = qtest::random_bytes(4096, 1), b = qtest::random_bytes(4096, 2), e = qtest::random_bytes(100, 3);
+    require_ok(img.write(0, a));  // allocates the cluster (first subcluster)
+    std::copy(a.begin(), a.end(), want.begin());
+    const uint64_t before = counters->bytes_written;
+    const uint64_t zeroings = counters->fallocates;
+    // Empty subcluster 16 of the allocated cluster: 8 KiB zero head, 52 KiB zero tail.
+    require_ok(img.write((1 << 20) + 8192, b));
+    std::copy(b.begin(), b.end(), want.begin() + (1 << 20) + 8192);
+    // 100 unaligned bytes in empty subcluster 19.
+    require_ok(img.write((1 << 20) + (200 << 10) + 10, e));
+    std::copy(e.begin(), e.end(), want.begin() + (1 << 20) + (200 << 10) + 10);
+    CHECK(counters->bytes_written - before == 4096 + 100);  // the data only (L2 updates wait for close)
+    CHECK(counters->fallocates - zeroings == 4);            // head and tail of each subcluster
+    require_ok(img.close());
+  }
+  Image img = open_ro(path);
+  Bytes got(2 << 20);
+  require_ok(img.read(0, got));
+  CHECK(got == want);
+  CHECK(qtest::qemu_check(path).rc == 0);
+}

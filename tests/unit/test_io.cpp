@@ -607,3 +607,44 @@ TEST_CASE("recording and replay") {
 }
 
 }  // TEST_SUITE
+
+TEST_CASE("zero_range: posix (fallocate), default (writes zeros), decorators") {
+  TempDir dir;
+  constexpr uint64_t kKiB = 1024;
+  auto f = must_open(dir.file("z.img"), FileMode::kCreate);
+  auto data = pattern(256 * kKiB, 3);
+  REQUIRE(f->write_at(0, data).is_ok());
+  REQUIRE(f->zero_range(64 * kKiB, 100 * kKiB + 5).is_ok());  // unaligned end
+  REQUIRE(f->zero_range(250 * kKiB, 16 * kKiB).is_ok());      // past the end: extends the file
+  CHECK(f->size().value() == 266 * kKiB);
+  std::vector<uint8_t> back(266 * kKiB);
+  REQUIRE(f->read_at(0, back).value() == back.size());
+  for (uint64_t i = 0; i < back.size(); ++i) {
+    const bool zero = (i >= 64 * kKiB && i < 164 * kKiB + 5) || i >= 250 * kKiB;
+    if (back[i] != (zero ? 0 : data[i])) {
+      FAIL_CHECK("byte " << i << " is " << int(back[i]));
+      break;
+    }
+  }
+  CHECK(f->zero_range(0, 0).is_ok());
+
+  // The default implementation (memory file) and the decorators: counting counts an
+  // fallocate and no written bytes; recording logs writes of zeros that replay.
+  auto counters = std::make_shared<IoCounters>();
+  auto log = std::make_shared<WriteLog>();
+  CountingFile counting(std::make_unique<RecordingFile>(make_memory_file("mem", "abcdefghij"), log), counters);
+  REQUIRE(counting.zero_range(2, 3).is_ok());
+  CHECK(counters->fallocates == 1);
+  CHECK(counters->bytes_written == 0);
+  REQUIRE(log->size() == 1);
+  CHECK(log->ops[0].kind == LoggedOp::Kind::kWrite);
+  CHECK(log->ops[0].data == std::vector<uint8_t>(3, 0));
+  CHECK(read_all(counting) == std::string("ab\0\0\0fghij", 10));
+  auto replayed = make_memory_file("r", "abcdefghij");
+  REQUIRE(replay(*log, log->size(), *replayed, PowerCut{}).is_ok());
+  CHECK(read_all(*replayed) == std::string("ab\0\0\0fghij", 10));
+
+  // A fault plan fails zero_range like the write it becomes.
+  FaultFile faulty(make_memory_file("f", "abcdefghij"), FaultPlan::fail_write(0));
+  CHECK_FALSE(faulty.zero_range(0, 4).is_ok());
+}

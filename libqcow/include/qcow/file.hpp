@@ -40,6 +40,11 @@ class File {
   virtual Status allocate(uint64_t offset, uint64_t len) = 0;
   // Deallocates [offset, offset+len) so it reads as zeros; best effort.
   virtual Status punch_hole(uint64_t offset, uint64_t len) = 0;
+  // Makes [offset, offset+len) read as zeros, allocated (extending the file if
+  // needed): fallocate(FALLOC_FL_ZERO_RANGE) where the host supports it, so no
+  // zeros travel. This default writes zeros through write_at (which is also
+  // what fault-injecting and recording decorators rely on).
+  virtual Status zero_range(uint64_t offset, uint64_t len);
   // Bytes the file occupies on the host (st_blocks * 512).
   virtual Result<uint64_t> allocated_bytes() = 0;
   // SEEK_DATA/SEEK_HOLE: sets *data_end to the end of the data or hole run
@@ -60,6 +65,7 @@ class FileWrapper : public File {
   Status truncate(uint64_t s) override { return inner_->truncate(s); }
   Status allocate(uint64_t o, uint64_t l) override { return inner_->allocate(o, l); }
   Status punch_hole(uint64_t o, uint64_t l) override { return inner_->punch_hole(o, l); }
+  Status zero_range(uint64_t o, uint64_t l) override { return inner_->zero_range(o, l); }
   Result<uint64_t> allocated_bytes() override { return inner_->allocated_bytes(); }
   Result<bool> probe_data(uint64_t o, uint64_t* e) override { return inner_->probe_data(o, e); }
   const std::string& path() const override { return inner_->path(); }
@@ -93,6 +99,7 @@ class CountingFile : public FileWrapper {
   Status write_at(uint64_t o, std::span<const uint8_t> b) override;
   Status flush() override;
   Status allocate(uint64_t o, uint64_t l) override;
+  Status zero_range(uint64_t o, uint64_t l) override;
 
  private:
   std::shared_ptr<IoCounters> counters_;

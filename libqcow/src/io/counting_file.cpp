@@ -27,4 +27,10 @@ Status CountingFile::allocate(uint64_t o, uint64_t l) {
   return inner_->allocate(o, l);
 }
 
+// Counted as an fallocate: no data bytes travel (as with QEMU's write_zeroes).
+Status CountingFile::zero_range(uint64_t o, uint64_t l) {
+  counters_->fallocates++;
+  return inner_->zero_range(o, l);
+}
+
 }  // namespace qcow

@@ -63,6 +63,8 @@ class FaultFile : public FileWrapper {
   Status write_at(uint64_t o, std::span<const uint8_t> b) override;
   Status flush() override;
   Status allocate(uint64_t o, uint64_t l) override;
+  // As zeros written through write_at: counted and failed as writes.
+  Status zero_range(uint64_t o, uint64_t l) override { return File::zero_range(o, l); }
   FaultPlan& plan() { return *plan_; }
 
  private:
@@ -99,6 +101,8 @@ class RecordingFile : public FileWrapper {
   Status truncate(uint64_t s) override;
   Status allocate(uint64_t o, uint64_t l) override;
   Status punch_hole(uint64_t o, uint64_t l) override;
+  // Recorded as writes of zeros, so replays reproduce it on any target.
+  Status zero_range(uint64_t o, uint64_t l) override { return File::zero_range(o, l); }
   WriteLog& log() { return *log_; }
 
  private:

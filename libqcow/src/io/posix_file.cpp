@@ -210,6 +210,22 @@ class PosixFile final : public File {
     return allocate_by_writing(offset, len);
   }
 
+  Status zero_range(uint64_t offset, uint64_t len) override {
+    QCOW_TRY(check_writable("zero range"));
+    if (len == 0) return Status::ok();
+    if (offset > static_cast<uint64_t>(std::numeric_limits<off_t>::max()) - len)
+      return Status::invalid(fmt::format("{}: zero range at offset {:#x} length {:#x} out of range", path_, offset, len));
+    for (;;) {
+      if (::fallocate(fd_, FALLOC_FL_ZERO_RANGE, static_cast<off_t>(offset), static_cast<off_t>(len)) == 0)
+        return Status::ok();
+      if (errno == EINTR) continue;
+      if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL) break;  // e.g. tmpfs, NFS: write zeros
+      return errno_status(path_, fmt::format("fallocate(ZERO_RANGE) at offset {:#x} length {:#x} failed", offset, len),
+                          errno);
+    }
+    return File::zero_range(offset, len);
+  }
+
   Status punch_hole(uint64_t offset, uint64_t len) override {
     QCOW_TRY(check_writable("punch hole"));
     if (len == 0) return Status::ok();
