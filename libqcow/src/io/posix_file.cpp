@@ -197,50 +197,19 @@ class PosixFile final : public File {
   }
 
   Status allocate(uint64_t offset, uint64_t len) override {
-    QCOW_TRY(check_writable("allocate"));
-    if (len == 0) return Status::ok();
-    if (offset > static_cast<uint64_t>(std::numeric_limits<off_t>::max()) - len)
-      return Status::invalid(fmt::format("{}: allocate at offset {:#x} length {:#x} out of range", path_, offset, len));
-    for (;;) {
-      if (::fallocate(fd_, 0, static_cast<off_t>(offset), static_cast<off_t>(len)) == 0) return Status::ok();
-      if (errno == EINTR) continue;
-      if (errno == EOPNOTSUPP || errno == ENOSYS) break;
-      return errno_status(path_, fmt::format("fallocate at offset {:#x} length {:#x} failed", offset, len), errno);
-    }
-    return allocate_by_writing(offset, len);
+    QCOW_ASSIGN_OR_RETURN(bool done, fallocate_range("fallocate", 0, offset, len));
+    return done ? Status::ok() : allocate_by_writing(offset, len);
   }
 
   Status zero_range(uint64_t offset, uint64_t len) override {
-    QCOW_TRY(check_writable("zero range"));
-    if (len == 0) return Status::ok();
-    if (offset > static_cast<uint64_t>(std::numeric_limits<off_t>::max()) - len)
-      return Status::invalid(fmt::format("{}: zero range at offset {:#x} length {:#x} out of range", path_, offset, len));
-    for (;;) {
-      if (::fallocate(fd_, FALLOC_FL_ZERO_RANGE, static_cast<off_t>(offset), static_cast<off_t>(len)) == 0)
-        return Status::ok();
-      if (errno == EINTR) continue;
-      if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL) break;  // e.g. tmpfs, NFS: write zeros
-      return errno_status(path_, fmt::format("fallocate(ZERO_RANGE) at offset {:#x} length {:#x} failed", offset, len),
-                          errno);
-    }
-    return File::zero_range(offset, len);
+    QCOW_ASSIGN_OR_RETURN(bool done, fallocate_range("fallocate(ZERO_RANGE)", FALLOC_FL_ZERO_RANGE, offset, len));
+    return done ? Status::ok() : File::zero_range(offset, len);  // e.g. tmpfs, NFS: write zeros
   }
 
   Status punch_hole(uint64_t offset, uint64_t len) override {
-    QCOW_TRY(check_writable("punch hole"));
-    if (len == 0) return Status::ok();
-    if (offset > static_cast<uint64_t>(std::numeric_limits<off_t>::max()) - len)
-      return Status::invalid(fmt::format("{}: punch hole at offset {:#x} length {:#x} out of range", path_, offset, len));
-    for (;;) {
-      if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
-                      static_cast<off_t>(len)) == 0)
-        return Status::ok();
-      if (errno == EINTR) continue;
-      // Best effort: without hole support the bytes stay as they were, so
-      // callers must not rely on a punched range reading as zeros.
-      if (errno == EOPNOTSUPP || errno == ENOSYS) return Status::ok();
-      return errno_status(path_, fmt::format("punch hole at offset {:#x} length {:#x} failed", offset, len), errno);
-    }
+    // Best effort: without hole support the bytes stay as they were, so
+    // callers must not rely on a punched range reading as zeros.
+    return fallocate_range("punch hole", FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len).status();
   }
 
   Result<uint64_t> allocated_bytes() override {
@@ -431,6 +400,22 @@ class PosixFile final : public File {
 
   // fallocate fallback: write zeros only where nothing is stored (holes and
   // past EOF), so existing data survives as it does with fallocate(0).
+  // fallocate(mode) over [offset, offset+len): true when done, false when the file
+  // system does not support the mode (the caller falls back), an error otherwise.
+  Result<bool> fallocate_range(const char* what, int mode, uint64_t offset, uint64_t len) {
+    QCOW_TRY(check_writable(what));
+    if (len == 0) return true;
+    if (offset > static_cast<uint64_t>(std::numeric_limits<off_t>::max()) - len)
+      return Status::invalid(fmt::format("{}: {} at offset {:#x} length {:#x} out of range", path_, what, offset, len));
+    for (;;) {
+      if (::fallocate(fd_, mode, static_cast<off_t>(offset), static_cast<off_t>(len)) == 0) return true;
+      if (errno == EINTR) continue;
+      // EINVAL: some file systems reject a mode they do not implement (ZERO_RANGE on tmpfs).
+      if (errno == EOPNOTSUPP || errno == ENOSYS || (mode != 0 && errno == EINVAL)) return false;
+      return errno_status(path_, fmt::format("{} at offset {:#x} length {:#x} failed", what, offset, len), errno);
+    }
+  }
+
   Status allocate_by_writing(uint64_t offset, uint64_t len) {
     const uint64_t end = offset + len;
     std::vector<uint8_t> zeros;
