@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "cli/options.hpp"
+#include "cli/secrets.hpp"
 #include "cli/output.hpp"
 #include "qcow/amend.hpp"
 #include "qcow/image.hpp"
@@ -13,6 +14,7 @@
 namespace qimg {
 
 void register_amend(CLI::App& app, std::shared_ptr<AmendOptions> o) {
+  add_secret_options(app);
   app.add_option("-f", o->format, "Image format (qcow2; default: probe)");
   app.add_option("-o", o->options, "Options to change: compat, refcount_bits, lazy_refcounts, backing_file, "
                                     "backing_fmt, size, extended_l2 (-o help lists them)")->allow_extra_args(false);
@@ -46,9 +48,13 @@ int run_amend(const AmendOptions& o) {
     return 0;
   }
   if (o.options.empty()) return fail("Must specify options (-o)");
-  if (!o.format.empty() && o.format != "qcow2")
-    return fail(fmt::format("Format driver '{}' does not support option amendment", o.format));
+  std::string filename = o.filename, format = o.format;
+  qcow::OpenOptions open_options;  // --object/--image-opts/--key-secret for encrypted images
+  if (auto s = apply_secret_options(&filename, &format, &open_options); !s.is_ok()) return fail(s);
+  if (!format.empty() && format != "qcow2")
+    return fail(fmt::format("Format driver '{}' does not support option amendment", format));
   qcow::AmendOptions a;
+  a.key_secret = open_options.key_secret;
   std::optional<uint64_t> new_size;
   for (const auto& item : list.items) {
     const std::string& k = item.key;
@@ -95,11 +101,11 @@ int run_amend(const AmendOptions& o) {
   a.force = o.force;
   Progress progress(o.progress && !o.quiet, 1000);
   if (o.progress && !o.quiet) a.progress = [&](double f) { progress.update(uint64_t(f * 1000)); };
-  if (auto s = qcow::amend_image(o.filename, a); !s.is_ok()) return fail(s);
+  if (auto s = qcow::amend_image(filename, a); !s.is_ok()) return fail(s);
   if (new_size) {
-    qcow::OpenOptions oo;
+    qcow::OpenOptions oo = open_options;
     oo.writable = true;
-    auto img = qcow::Image::open(o.filename, oo);
+    auto img = qcow::Image::open(filename, oo);
     if (!img) return fail(img.status());
     if (auto s = img->resize(*new_size); !s.is_ok()) return fail(s);
     if (auto s = img->close(); !s.is_ok()) return fail(s);

@@ -383,6 +383,9 @@ class Pipeline {
         c.csize[i] = uint32_t(size);
         c.cstart[i] = c.out.size();
         c.out.insert(c.out.end(), scratch.begin(), scratch.begin() + ptrdiff_t(size));
+        // The writer needs only the compressed bytes: let the mapped source go now, so
+        // chunks waiting for their turn hold little memory (more of them can be in flight).
+        if (size && c.view) FileMaps::release(bytes + at, len);
       }
     }
     return qcow::Status::ok();

@@ -74,7 +74,7 @@ _qimg()
     if [[ $cur == -* ]]; then
         local opts
         case $cmd in
-            amend)   opts="-f -o -p -q --force --help" ;;
+            amend)   opts="-f -o -p -q --force --object --image-opts --key-secret --help" ;;
             bench)   opts="-c --count -d -f --flush-interval -n -i --no-drain -o --pattern -q -s -S -t -w -U --force-share --scenario --matrix --dir --keep --size --block-size --seed --baseline --alloc --output --plot --help" ;;
             create)  opts="-f -o -b -F -u -q --object --image-opts --key-secret --help" ;;
             info)    opts="-f --output --backing-chain -U --force-share --object --image-opts --key-secret --help" ;;

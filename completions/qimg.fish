@@ -20,6 +20,9 @@ complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a map -d 'Show the 
 complete -c qimg -n '__fish_seen_subcommand_from amend' -F
 complete -c qimg -n '__fish_seen_subcommand_from amend' -s f -x -a 'qcow2' -d 'Image format'
 complete -c qimg -n '__fish_seen_subcommand_from amend' -s o -x -a "$amend_keys" -d 'Options to change'
+complete -c qimg -n '__fish_seen_subcommand_from amend' -l object -x -d 'Secret object: secret,id=ID,data=...|file=...'
+complete -c qimg -n '__fish_seen_subcommand_from amend' -l image-opts -d 'Image argument is an option list'
+complete -c qimg -n '__fish_seen_subcommand_from amend' -l key-secret -x -d 'Secret id that unlocks the image'
 complete -c qimg -n '__fish_seen_subcommand_from amend' -s p -d 'Show progress'
 complete -c qimg -n '__fish_seen_subcommand_from amend' -s q -d 'Quiet'
 complete -c qimg -n '__fish_seen_subcommand_from amend' -l force -d 'Accepted for qemu-img compatibility'

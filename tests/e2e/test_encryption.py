@@ -13,6 +13,7 @@ PBKDF2 uses encrypt.iter-time=10 to stay fast. qemu-img's PBKDF2 calibration
 sometimes fails on a loaded machine ("Unable to get accurate CPU usage"), so
 its create is retried."""
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -177,6 +178,36 @@ def main():
         check(r.returncode == 1, "legacy AES create refused")
         r = run([qimg, "io", *image_opts("q-aes.qcow2"), "-c", "write 0 512"])
         check(r.returncode != 0, "legacy AES write refused")
+
+        # amend on a LUKS image: with the key, the changes that leave guest data in place;
+        # qemu-img reads the same data afterwards and finds no errors.
+        qemu_create("am.qcow2", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10")
+        qemu_io("am.qcow2", WRITES)
+        qemu_raw("am.qcow2", "am-before.raw")
+        r = run([qimg, "amend", "-o", "lazy_refcounts=on", "am.qcow2"])
+        check(r.returncode == 1 and len(r.stderr.splitlines()) == 1 and b"key-secret" in r.stderr,
+              "amend of a LUKS image without the key fails clearly", r.stderr.decode(errors="replace"))
+        r = run([qimg, "amend", *image_opts("am.qcow2")[:2], "-o", "lazy_refcounts=on,refcount_bits=64,size=8M",
+                 "--image-opts", "driver=qcow2,file.filename=am.qcow2,encrypt.key-secret=sec0"])
+        check(r.returncode == 0, "amend --image-opts lazy_refcounts, refcount_bits, size", r.stderr.decode(errors="replace"))
+        no_secret(r, "amend")
+        info = json.loads(must(["qemu-img", "info", "--output=json", "am.qcow2"]).stdout)
+        spec = info["format-specific"]["data"]
+        check(info["virtual-size"] == 8 << 20 and spec.get("lazy-refcounts") and spec.get("refcount-bits") == 64,
+              "amend: qemu-img info shows the changes", json.dumps(spec)[:300])
+        r = run(["qemu-img", "check", *image_opts("am.qcow2")])
+        check(r.returncode == 0, "amend: qemu-img check clean", r.stdout.decode(errors="replace"))
+        qemu_raw("am.qcow2", "am-after.raw")
+        with open("am-before.raw", "rb") as fb, open("am-after.raw", "rb") as fa:
+            before, after = fb.read(), fa.read()
+        check(after[:len(before)] == before and after[len(before):] == bytes(len(after) - len(before)),
+              "amend: guest data unchanged, the new tail reads as zeros")
+        r = run([qimg, "amend", "--object", SECRET, "--key-secret", "sec0", "-o", "extended_l2=on", "am.qcow2"])
+        check(r.returncode == 1 and b"encrypted image is not supported" in r.stderr,
+              "amend extended_l2 of a LUKS image refused", r.stderr.decode(errors="replace"))
+        r = run([qimg, "amend", "--object", "secret,id=sec0,data=wrong", "--key-secret", "sec0", "-o",
+                 "lazy_refcounts=off", "am.qcow2"])
+        check(r.returncode == 1 and b"Invalid password" in r.stderr, "amend with a wrong passphrase fails clearly")
 
     if FAILURES:
         print(f"\n{len(FAILURES)} failure(s)")

@@ -31,6 +31,10 @@ struct AmendOptions {
   std::optional<std::string> backing_format;
   std::optional<bool> extended_l2;
   bool force = false;                      // qemu-img's --force (accepted; nothing here needs it)
+  // Passphrase of an encrypted (LUKS) image. Encrypted images take the changes that
+  // leave guest data where it is (lazy_refcounts, refcount_bits, backing_file,
+  // backing_format, compat=1.1); the others give kUnsupported.
+  std::optional<std::string> key_secret;
   std::function<void(double)> progress;    // fraction done, 0..1
   FileWrapFn wrap_file;                    // fault injection in tests
 };

@@ -356,9 +356,18 @@ Status amend_image(const std::string& path, const AmendOptions& o) {
     OpenOptions oo;
     oo.writable = true;
     oo.wrap_file = o.wrap_file;
+    oo.key_secret = o.key_secret;
     QCOW_ASSIGN_OR_RETURN(auto drv, open_driver(path, oo, 0));
     if (drv->format() != Format::kQcow2) return Status::unsupported(path + ": amend needs a qcow2 image");
     auto* d = static_cast<Qcow2Driver*>(drv.get());
+    // Changes that rewrite or move guest data (subcluster layout, zero-cluster expansion
+    // for compat=0.10) would have to re-encrypt it: not supported on encrypted images.
+    if (d->header().crypt_method != 0 &&
+        (o.extended_l2.has_value() || (o.version && *o.version < int(d->header().version)))) {
+      d->abandon();
+      return Status::unsupported(fmt::format("{}: changing {} of an encrypted image is not supported",
+                                             path, o.extended_l2 ? "extended_l2" : "compat"));
+    }
     AmendWorker w(*d, o);
     Status s = w.run();
     // The driver's in-memory tables describe the old layout now: close it without flushing them.
