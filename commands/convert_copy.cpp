@@ -67,8 +67,8 @@ class Pipeline {
         // Zero runs written as data (-S 0, or -S above the unit) need their zeros in a
         // buffer; mapped chunks never hold them.
         map_sources_(config.map_sources && config.sparse != 0 && (config.compress || config.sparse <= config.unit)),
-        slots_(size_t(std::max(config.workers, 1)) + 2),
         chunk_bytes_(chunk_bytes(config)),
+        slots_(size_t(std::max(config.workers, 1)) + 2),
         chunks_((sources.total() + chunk_bytes_ - 1) / chunk_bytes_) {}
 
   qcow::Status run() {
