@@ -376,4 +376,25 @@ qcow::Status parse_output_option(const std::string& name, OutputFormat* out) {
   return qcow::Status::ok();
 }
 
+// qemu's bdrv_parse_cache_mode().
+bool parse_cache(const std::string& text, CacheChoice* c) {
+  if (text.empty()) return true;
+  c->name = text;
+  if (text == "writeback") return true;
+  if (text == "none" || text == "off") {
+    c->mode = qcow::CacheMode::kNone;
+    c->direct = true;
+  } else if (text == "writethrough") {
+    c->mode = qcow::CacheMode::kWritethrough;
+  } else if (text == "directsync") {
+    c->mode = qcow::CacheMode::kNone;
+    c->sync_each_write = c->direct = true;
+  } else if (text == "unsafe") {
+    c->flush = false;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 }  // namespace qimg

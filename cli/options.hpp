@@ -76,4 +76,17 @@ enum class OutputFormat { kHuman, kJson };
 // --output: "human" or "json"; anything else gives qemu-img's message.
 qcow::Status parse_output_option(const std::string& name, OutputFormat* out);
 
+// A -t/-T cache mode name as qemu's bdrv_parse_cache_mode() reads it: writeback
+// (default), none/off (O_DIRECT), writethrough, directsync (O_DIRECT, flush after
+// every write), unsafe (never flush).
+struct CacheChoice {
+  std::string name = "writeback";
+  qcow::CacheMode mode = qcow::CacheMode::kWriteback;
+  bool sync_each_write = false;
+  bool flush = true;
+  bool direct = false;
+};
+// False for an unknown name; an empty name keeps the default.
+bool parse_cache(const std::string& text, CacheChoice* c);
+
 }  // namespace qimg

@@ -54,35 +54,6 @@ void register_bench(CLI::App& app, std::shared_ptr<BenchOptions> o) {
 
 namespace {
 
-struct CacheChoice {
-  std::string name = "writeback";
-  qcow::CacheMode mode = qcow::CacheMode::kWriteback;
-  bool sync_each_write = false;
-  bool flush = true;
-  bool direct = false;
-};
-
-// qemu's bdrv_parse_cache_mode().
-bool parse_cache(const std::string& text, CacheChoice* c) {
-  if (text.empty()) return true;
-  c->name = text;
-  if (text == "writeback") return true;
-  if (text == "none" || text == "off") {
-    c->mode = qcow::CacheMode::kNone;
-    c->direct = true;
-  } else if (text == "writethrough") {
-    c->mode = qcow::CacheMode::kWritethrough;
-  } else if (text == "directsync") {
-    c->mode = qcow::CacheMode::kNone;
-    c->sync_each_write = c->direct = true;
-  } else if (text == "unsafe") {
-    c->flush = false;
-  } else {
-    return false;
-  }
-  return true;
-}
-
 std::optional<uint64_t> parse_uint(const std::string& text, uint64_t max) {
   if (text.empty() || text.size() > 20 || !std::all_of(text.begin(), text.end(), ::isdigit)) return std::nullopt;
   uint64_t v = std::strtoull(text.c_str(), nullptr, 10);

@@ -3,7 +3,6 @@
 #include "commands/convert.hpp"
 
 #include <algorithm>
-#include <iterator>
 #include <cstdio>
 #include <optional>
 #include <thread>
@@ -139,12 +138,9 @@ int run_convert(const ConvertOptions& o) {
   if (o.copy_offload && o.compress) return fail("Cannot enable copy offloading when -c is used");
   if (o.copy_offload && o.salvage) return fail("Cannot use copy offloading in salvaging mode");
   if (o.skip_broken_bitmaps && !o.bitmaps) return fail("Use of --skip-broken-bitmaps requires --bitmaps");
-  static const char* const kCacheModes[] = {"none", "writeback", "writethrough", "directsync", "unsafe"};
-  auto known_cache = [](const std::string& m) {
-    return std::find(std::begin(kCacheModes), std::end(kCacheModes), m) != std::end(kCacheModes);
-  };
-  if (!known_cache(o.cache)) return fail(fmt::format("Invalid cache option: {}", o.cache));
-  if (!known_cache(o.source_cache)) return fail(fmt::format("Invalid source cache option: {}", o.source_cache));
+  CacheChoice dst_cache, src_cache;
+  if (!parse_cache(o.cache, &dst_cache)) return fail(fmt::format("Invalid cache option: {}", o.cache));
+  if (!parse_cache(o.source_cache, &src_cache)) return fail(fmt::format("Invalid source cache option: {}", o.source_cache));
   std::optional<qcow::Format> src_format, dst_format;
   if (qcow::Status s = parse_format_option(o.source_format, &src_format); !s) return fail(s);
   if (qcow::Status s = parse_format_option(o.output_format, &dst_format); !s) return fail(s);
@@ -181,8 +177,7 @@ int run_convert(const ConvertOptions& o) {
   src_options.format = src_format;
   src_options.force_share = o.force_share;
   // -T none: O_DIRECT reads that leave the page cache alone (so no mappings either).
-  const bool src_direct = o.source_cache == "none" || o.source_cache == "directsync";
-  if (src_direct) src_options.cache = qcow::CacheMode::kNone;
+  if (src_cache.direct) src_options.cache = qcow::CacheMode::kNone;
   if (snapshot.given()) {
     if (qcow::Status s = resolve_snapshot(inputs[0], src_options, &snapshot); !s)
       return fail("Failed to load snapshot: " + s.message());
@@ -248,9 +243,8 @@ int run_convert(const ConvertOptions& o) {
   // -t: unsafe (qemu-img convert's default) never syncs; writeback syncs when the
   // target is closed; writethrough after every write; none/directsync use O_DIRECT.
   // (directsync is O_DIRECT with the writes left to the device, as the library's kNone.)
-  if (o.cache == "none" || o.cache == "directsync") dst_options.cache = qcow::CacheMode::kNone;
-  if (o.cache == "writethrough") dst_options.cache = qcow::CacheMode::kWritethrough;
-  if (o.cache == "unsafe") {
+  dst_options.cache = dst_cache.mode;
+  if (!dst_cache.flush) {
     dst_options.wrap_file = [](std::unique_ptr<qcow::File> f) -> std::unique_ptr<qcow::File> {
       return std::make_unique<NoSyncFile>(std::move(f));
     };
@@ -294,7 +288,7 @@ int run_convert(const ConvertOptions& o) {
   config.target_zero = (created && !base) || o.target_is_zero;
   config.workers = workers;
   config.out_of_order = o.out_of_order;
-  config.map_sources = !src_direct;
+  config.map_sources = !src_cache.direct;
   config.salvage = o.salvage;
   config.rate_limit = rate.value_or(0);
 

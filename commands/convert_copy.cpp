@@ -25,6 +25,9 @@ namespace {
 
 uint64_t div_up(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
+// --salvage retries a failed read in pieces of this size, then per 512-byte sector.
+constexpr uint64_t kSalvagePiece = 64 << 10;
+
 bool all_zero(const uint8_t* p, size_t n) { return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0); }
 
 // Runs f, turning an exception (allocation failure) into a Status: threads must not throw.
@@ -130,7 +133,7 @@ class Pipeline {
     qcow::Status s = src_.read(t, out);
     if (s || !cfg_.salvage) return s;
     for (uint64_t at = 0; at < out.size();) {
-      const uint64_t piece = std::min<uint64_t>(out.size() - at, (64 << 10) - (t + at) % (64 << 10));
+      const uint64_t piece = std::min<uint64_t>(out.size() - at, kSalvagePiece - (t + at) % kSalvagePiece);
       if (!src_.read(t + at, out.subspan(at, piece))) {
         qcow::Status first;
         for (uint64_t sec = 0; sec < piece;) {
@@ -248,7 +251,7 @@ class Pipeline {
     c.view = nullptr;
     c.mapped.clear();
     struct Run {
-      uint64_t at, length;
+      uint64_t at;  // offset in the chunk
       SourceSet::Run r;
     };
     std::vector<Run> runs;
@@ -260,10 +263,10 @@ class Pipeline {
         // --salvage: no block status here; read the next 64 KiB as data (errors become zeros).
         r = SourceSet::Run{};
         r.zero = false;
-        r.length = std::min<uint64_t>(c.offset + c.length - pos, (64 << 10) - pos % (64 << 10));
+        r.length = std::min<uint64_t>(c.offset + c.length - pos, kSalvagePiece - pos % kSalvagePiece);
       }
       if (r.length == 0) return qcow::Status::internal("block status returned an empty run");
-      runs.push_back({pos - c.offset, r.length, r});
+      runs.push_back({pos - c.offset, r});
       only_zero &= r.zero;
       pos += r.length;
     }
@@ -272,12 +275,12 @@ class Pipeline {
       return qcow::Status::ok();
     }
     const uint64_t u = unit();
-    const size_t n = size_t((c.length + u - 1) / u);
+    const size_t n = size_t(div_up(c.length, u));
     // Units entirely inside a zero run read as zeros without looking at their bytes.
     c.zero_run.assign(n, 0);
     for (const Run& r : runs) {
       if (!r.r.zero) continue;
-      for (uint64_t i = div_up(r.at, u); i * u < r.at + r.length && std::min(c.length, (i + 1) * u) <= r.at + r.length; ++i)
+      for (uint64_t i = div_up(r.at, u); i * u < r.at + r.r.length && std::min(c.length, (i + 1) * u) <= r.at + r.r.length; ++i)
         c.zero_run[size_t(i)] = 1;
     }
     if (map_sources_) {
@@ -291,7 +294,7 @@ class Pipeline {
           const uintptr_t v = reinterpret_cast<uintptr_t>(r.r.mapped) - r.at;
           if (view && v != view) linear = false;
           view = v;
-        } else if (!r.r.zero || r.at % u != 0 || ((r.at + r.length) % u != 0 && r.at + r.length != c.length)) {
+        } else if (!r.r.zero || r.at % u != 0 || ((r.at + r.r.length) % u != 0 && r.at + r.r.length != c.length)) {
           linear = false;
         }
         if (!linear) break;
@@ -300,20 +303,20 @@ class Pipeline {
         c.view = reinterpret_cast<const uint8_t*>(view);
         for (const Run& r : runs) {
           if (!r.r.mapped) continue;
-          c.mapped.emplace_back(r.r.mapped, r.length);  // released after the write
+          c.mapped.emplace_back(r.r.mapped, r.r.length);  // released after the write
           // Zero runs (raw holes) are only touched where a unit is partly data.
-          if (!r.r.zero) FileMaps::populate(r.r.mapped, r.length);
+          if (!r.r.zero) FileMaps::populate(r.r.mapped, r.r.length);
         }
       }
     }
     if (!c.view) {
       c.data.resize(c.length);
       for (const Run& r : runs) {
-        std::span<uint8_t> out(c.data.data() + r.at, r.length);
+        std::span<uint8_t> out(c.data.data() + r.at, r.r.length);
         if (r.r.zero) std::memset(out.data(), 0, out.size());
         else if (r.r.mapped) {
           std::memcpy(out.data(), r.r.mapped, out.size());
-          FileMaps::release(r.r.mapped, r.length);
+          FileMaps::release(r.r.mapped, r.r.length);
         }
         else QCOW_TRY(read_salvaging(c.offset + r.at, out));
       }
@@ -333,7 +336,7 @@ class Pipeline {
   qcow::Status process(Chunk& c) {
     if (c.all_zero) return qcow::Status::ok();
     const uint64_t u = unit();
-    const size_t n = size_t((c.length + u - 1) / u);
+    const size_t n = size_t(div_up(c.length, u));
     c.kinds.assign(n, kData);
     const uint8_t* bytes = c.bytes();
     for (size_t i = 0; i < n; ++i) {

@@ -353,15 +353,9 @@ int run_io(const IoOptions& o_arg) {
   if (qcow::Status s = parse_format_option(o.format, &open_options.format); !s) return fail(s);
   open_options.writable = !o.read_only;
   open_options.force_share = o.force_share;
-  if (o.cache == "none" || o.cache == "directsync") {
-    open_options.cache = qcow::CacheMode::kNone;
-  } else if (o.cache == "writethrough") {
-    open_options.cache = qcow::CacheMode::kWritethrough;
-  } else if (o.cache == "writeback" || o.cache == "unsafe") {
-    open_options.cache = qcow::CacheMode::kWriteback;
-  } else {
-    return fail(fmt::format("Invalid cache option: {}", o.cache));
-  }
+  CacheChoice cache;
+  if (!parse_cache(o.cache, &cache)) return fail(fmt::format("Invalid cache option: {}", o.cache));
+  open_options.cache = cache.mode;
   auto image = qcow::Image::open(o.filename, open_options);
   if (!image) return fail(image.status());
   if (open_options.key_secret) warn_if_legacy_aes(*image);

@@ -144,14 +144,15 @@ Status Qcow2Driver::write_in_place(uint64_t pos, std::span<const uint8_t> data, 
     if (out.data() != scratch_.data()) scratch_.assign(out.begin(), out.end());
     QCOW_TRY(crypt_data(true, ws, host + (ws - cstart), std::span(scratch_).first(out.size())));
     out = std::span<const uint8_t>(scratch_.data(), out.size());
-  } else if (out.data() == scratch_.data()) {
-    // Completing a unit that reads as zeros (no backing data there): zero its host
-    // bytes with one fallocate(ZERO_RANGE) instead of writing them, as QEMU does with
-    // write_zeroes for zero COW regions. A 4 KiB write into an empty 64 KiB subcluster
-    // then writes 4 KiB, not 64. Below a filesystem block a syscall gains nothing.
+  }
+  // Completing a unit that reads as zeros (no backing data there): zero its host bytes
+  // with one fallocate(ZERO_RANGE) instead of writing them, as QEMU does with
+  // write_zeroes for zero COW regions. A 4 KiB write into an empty 64 KiB subcluster
+  // then writes 4 KiB, not 64. Below a filesystem block a syscall gains nothing.
+  uint64_t from = 0, to = out.size();  // the part of `out` that is written
+  if (!encrypted_io() && out.data() == scratch_.data()) {
     constexpr uint64_t kMinZeroRange = 4096;
     const uint64_t head = pos - ws, tail = we - run_end;
-    uint64_t from = 0, to = out.size();
     if (head >= kMinZeroRange && buffer_is_zero(out.data(), head)) {
       QCOW_TRY(file_->zero_range(host + (ws - cstart), head));
       from = head;
@@ -160,13 +161,8 @@ Status Qcow2Driver::write_in_place(uint64_t pos, std::span<const uint8_t> data, 
       QCOW_TRY(file_->zero_range(host + (run_end - cstart), tail));
       to = run_end - ws;
     }
-    if (from || to < out.size()) {
-      Status s = file_->write_at(host + (ws - cstart) + from, out.subspan(from, to - from));
-      if (!s.is_ok()) return s;
-      out = {};
-    }
   }
-  Status s = out.empty() ? Status::ok() : file_->write_at(host + (ws - cstart), out);
+  Status s = file_->write_at(host + (ws - cstart) + from, out.subspan(from, to - from));
   if (!s.is_ok()) return s;
   barrier_.note_write();
   file_size_ = std::max(file_size_, host + (we - cstart));
