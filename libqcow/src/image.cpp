@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <new>
 
+#include "check/rebuild.hpp"
 #include "codec/bytes.hpp"
 #include "driver.hpp"
 #include "format/constants.hpp"
@@ -20,6 +21,22 @@ const char* format_name(Format f) { return f == Format::kQcow2 ? "qcow2" : "raw"
 std::optional<Format> parse_format(std::string_view name) {
   if (name == "qcow2") return Format::kQcow2;
   if (name == "raw") return Format::kRaw;
+  return std::nullopt;
+}
+
+const char* overlap_check_name(OverlapCheck level) {
+  switch (level) {
+    case OverlapCheck::kNone: return "none";
+    case OverlapCheck::kConstant: return "constant";
+    case OverlapCheck::kCached: return "cached";
+    case OverlapCheck::kAll: return "all";
+  }
+  return "cached";
+}
+
+std::optional<OverlapCheck> parse_overlap_check(std::string_view name) {
+  for (OverlapCheck l : {OverlapCheck::kNone, OverlapCheck::kConstant, OverlapCheck::kCached, OverlapCheck::kAll})
+    if (name == overlap_check_name(l)) return l;
   return std::nullopt;
 }
 
@@ -67,6 +84,13 @@ Result<std::unique_ptr<Driver>> open_driver(const std::string& path, const OpenO
   if (top) local.push_back(std::filesystem::weakly_canonical(path, ec).string());
   Status s = d->open(depth, *g_chain);
   if (top) g_chain = nullptr;
+  // A dirty image (lazy refcounts, not closed cleanly) gets its refcounts rebuilt
+  // before anything is written, as QEMU does on a writable open.
+  if (s.is_ok() && options.writable && options.repair_dirty && !options.repair &&
+      (d->header().incompatible_features & kIncompatDirty)) {
+    s = rebuild_refcounts(*d, std::nullopt);
+    if (s.is_ok()) s = d->update_incompatible(0, kIncompatDirty);
+  }
   if (!s.is_ok()) {
     if (s.message().rfind(path, 0) != 0) s.prepend(path + ": ");
     return s;

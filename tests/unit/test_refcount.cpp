@@ -37,7 +37,7 @@ struct Fixture {
   Geometry geo;
   std::shared_ptr<WriteLog> log = std::make_shared<WriteLog>();
   std::unique_ptr<File> file;
-  std::unique_ptr<WriteBarrier> barrier;
+  std::unique_ptr<ImageFile> io;
   std::unique_ptr<Refcounts> rc;
   std::vector<std::pair<uint64_t, uint32_t>> moves;  // header callback calls
 
@@ -50,8 +50,9 @@ struct Fixture {
     store_be64(b + cs, 2 * cs);
     for (uint64_t c = 0; c < 3; ++c) set_refcount_entry(b + 2 * cs, order, c, 1);
     file = std::make_unique<RecordingFile>(make_memory_file("mem.qcow2", boot), log);
-    barrier = std::make_unique<WriteBarrier>(file.get());
-    rc = std::make_unique<Refcounts>(file.get(), barrier.get(), geo, cache_slices);
+    io = std::make_unique<ImageFile>(file.get(), OverlapCheck::kCached);
+    io->set_cluster_size(cs);
+    rc = std::make_unique<Refcounts>(io.get(), geo, cache_slices);
     Status s = rc->load(cs, 1);
     INFO(s.message());
     REQUIRE(s.is_ok());
@@ -321,8 +322,9 @@ TEST_CASE("refcounts: entry packing and the cluster allocator") {
     // The old table (cluster 1) was freed once the header pointed elsewhere, and was reused.
     CHECK(data.count(1) == 1);
     // A fresh Refcounts over the moved table sees the same counts.
-    WriteBarrier barrier(f.file.get());
-    Refcounts again(f.file.get(), &barrier, f.geo, 4);
+    ImageFile io(f.file.get(), OverlapCheck::kCached);
+    io.set_cluster_size(f.geo.cluster_size);
+    Refcounts again(&io, f.geo, 4);
     REQUIRE(again.load(table, f.rc->reftable_clusters()).is_ok());
     for (uint64_t c = 0; c <= max_cluster; c += 7) {
       CAPTURE(c);
@@ -381,8 +383,9 @@ TEST_CASE("refcounts: entry packing and the cluster allocator") {
 
   SUBCASE("load rejects bad tables") {
     Fixture f(12, 4);
-    WriteBarrier barrier(f.file.get());
-    Refcounts r(f.file.get(), &barrier, f.geo, 4);
+    ImageFile io(f.file.get(), OverlapCheck::kCached);
+    io.set_cluster_size(f.geo.cluster_size);
+    Refcounts r(&io, f.geo, 4);
     CHECK(r.load(4096, 0).code() == ErrorCode::kCorrupt);
     CHECK(r.load(4097, 1).code() == ErrorCode::kCorrupt);
     CHECK(r.load(1 << 20, 1).code() == ErrorCode::kCorrupt);  // beyond the end of the file

@@ -43,6 +43,17 @@ enum class Compress { kNo, kYes };
 // allocated, keeping host extents contiguous (the bench measures the effect).
 enum class AllocPolicy { kDefault, kReserve };
 
+// Which metadata a write is checked against before it reaches the file (QEMU's
+// overlap-check option, same names and default): kConstant covers the header,
+// the active L1 table, the refcount table, the snapshot table and the bitmap
+// directory; kCached adds the active L2 tables, the refcount blocks and the
+// snapshots' L1 tables; kAll adds the snapshots' L2 tables (read at open). A
+// write that would land on metadata is refused and the image marked corrupt.
+enum class OverlapCheck { kNone, kConstant, kCached, kAll };
+// "none", "constant", "cached", "all"; parse_overlap_check() is the inverse.
+const char* overlap_check_name(OverlapCheck level);
+std::optional<OverlapCheck> parse_overlap_check(std::string_view name);
+
 // "qcow2" or "raw".
 const char* format_name(Format f);
 // The inverse of format_name(); nullopt for any other name.
@@ -64,6 +75,8 @@ struct OpenOptions {
   uint64_t l2_cache_entry_size = 0;
   uint64_t refcount_cache_size = 0;
   AllocPolicy alloc = AllocPolicy::kDefault;
+  // Metadata overlap checks of a writable qcow2 image (see OverlapCheck).
+  OverlapCheck overlap_check = OverlapCheck::kCached;
   FileWrapFn wrap_file;
   // Repair refcounts when opening a dirty image for writing (QEMU does; tests may turn it off).
   bool repair_dirty = true;

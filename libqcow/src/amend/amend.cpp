@@ -6,15 +6,17 @@
 #include <map>
 #include <tuple>
 
+#include "check/rebuild.hpp"
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
+#include "meta/tables.hpp"
 #include "qcow2/qcow2_driver.hpp"
 
 namespace qcow {
 
-Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order);  // check/rebuild.cpp
-
-// Rewrites L2 tables through Qcow2Driver internals; a friend of Qcow2Driver.
+// Rewrites L2 tables of an image opened writable, through the driver's narrow
+// offline-rewrite API: its parsed structures, its file, its allocator, and
+// commit_header() as the commit point. The driver is abandoned afterwards.
 class AmendWorker {
  public:
   AmendWorker(Qcow2Driver& d, const AmendOptions& o) : d_(d), o_(o) {}
@@ -24,11 +26,14 @@ class AmendWorker {
   enum class Conversion { kToExtended, kToStandard, kExpandZeros };
   Status rewrite_tables(const Header& target, Conversion conv);
   Result<L2Entry> convert(const L2Entry& e, uint64_t guest, uint64_t refs, Conversion conv, bool zero_flag_ok);
-  Result<uint64_t> store_cluster(std::span<const uint8_t> data, uint64_t refs);
+  enum class Content { kGuestData, kL2Table };
+  Result<uint64_t> store_cluster(std::span<const uint8_t> data, uint64_t refs, Content content);
   Status read_backing(uint64_t guest, std::span<uint8_t> out);
   Status commit_header(const Header& h);
   // The old table at offset (valid until the next call).
-  Result<const std::vector<uint8_t>*> load_table(uint64_t offset);
+  Result<const std::vector<uint8_t>*> old_l2_table(uint64_t offset);
+  ImageFile& file() { return d_.image_file(); }
+  Refcounts& refcounts() { return d_.refcounts(); }
 
   Qcow2Driver& d_;
   const AmendOptions& o_;
@@ -36,11 +41,11 @@ class AmendWorker {
   std::vector<std::pair<uint64_t, uint64_t>> frees_after_commit_;  // (offset, times)
 };
 
-Result<const std::vector<uint8_t>*> AmendWorker::load_table(uint64_t offset) {
+Result<const std::vector<uint8_t>*> AmendWorker::old_l2_table(uint64_t offset) {
   auto it = table_cache_.find(offset);
   if (it != table_cache_.end()) return &it->second;
-  std::vector<uint8_t> t(d_.geo_.cluster_size);
-  QCOW_ASSIGN_OR_RETURN(size_t got, d_.file_->read_at(offset, t));
+  std::vector<uint8_t> t(d_.geometry().cluster_size);
+  QCOW_ASSIGN_OR_RETURN(size_t got, file().read_at(offset, t));
   if (got < t.size()) return Status::corrupt(fmt::format("L2 table at {:#x} lies beyond the end of the file", offset));
   if (table_cache_.size() > 4) table_cache_.clear();
   auto& slot = table_cache_[offset];
@@ -49,27 +54,26 @@ Result<const std::vector<uint8_t>*> AmendWorker::load_table(uint64_t offset) {
 }
 
 Status AmendWorker::read_backing(uint64_t guest, std::span<uint8_t> out) {
-  if (!d_.backing_) {
+  if (!d_.backing()) {
     std::fill(out.begin(), out.end(), 0);
     return Status::ok();
   }
-  return read_clamped(*d_.backing_, guest, out);
+  return read_clamped(*d_.backing(), guest, out);
 }
 
 // Allocates a cluster holding `data`, referenced `refs` times by the new tables.
-Result<uint64_t> AmendWorker::store_cluster(std::span<const uint8_t> data, uint64_t refs) {
-  QCOW_ASSIGN_OR_RETURN(uint64_t off, d_.refcounts_->alloc(1));
-  if (refs > 1) QCOW_TRY(d_.refcounts_->update(off >> d_.geo_.cluster_bits, int64_t(refs - 1)));
-  QCOW_TRY(d_.file_->write_at(off, data));
-  d_.barrier_.note_write();
-  d_.alloc_end_ = std::max(d_.alloc_end_, off + d_.geo_.cluster_size);
+Result<uint64_t> AmendWorker::store_cluster(std::span<const uint8_t> data, uint64_t refs, Content content) {
+  QCOW_ASSIGN_OR_RETURN(uint64_t off, refcounts().alloc(1));
+  if (refs > 1) QCOW_TRY(refcounts().update(off >> d_.geometry().cluster_bits, int64_t(refs - 1)));
+  if (content == Content::kL2Table) QCOW_TRY(file().write_metadata(Structure::kActiveL2, off, data));
+  else QCOW_TRY(file().write_data(off, data));
   return off;
 }
 
 // Converts the entry of one guest cluster. Data is completed (from the backing file or
 // zeros) in place when the host cluster has a single reference, else into a new cluster.
 Result<L2Entry> AmendWorker::convert(const L2Entry& e, uint64_t guest, uint64_t refs, Conversion conv, bool zero_flag_ok) {
-  const Geometry& g = d_.geo_;
+  const Geometry& g = d_.geometry();
   const uint64_t cs = g.cluster_size;
   const uint64_t copied = refs == 1 ? kOflagCopied : 0;
   if (e.compressed()) return L2Entry{e.word, 0};
@@ -96,13 +100,13 @@ Result<L2Entry> AmendWorker::convert(const L2Entry& e, uint64_t guest, uint64_t 
   const uint32_t all = units == 32 ? 0xffffffffu : 1u;
   if (alloc == all) return L2Entry{host | (e.word & kOflagCopied), 0};
   if (zero == all && zero_flag_ok) return L2Entry{host ? (host | (e.word & kOflagCopied) | kOflagZero) : kOflagZero, 0};
-  if (!host && zero == 0 && !d_.backing_) return L2Entry{0, 0};
+  if (!host && zero == 0 && !d_.backing()) return L2Entry{0, 0};
   if (!host && alloc == 0 && zero == 0) return L2Entry{0, 0};  // unallocated: reads the backing file either way
 
   // Materialize the cluster: allocated units from the host, zero units as zeros, the rest from the backing file.
   std::vector<uint8_t> buf(cs, 0);
   if (host && alloc) {
-    QCOW_ASSIGN_OR_RETURN(size_t got, d_.file_->read_at(host, buf));
+    QCOW_ASSIGN_OR_RETURN(size_t got, file().read_at(host, buf));
     if (got < cs) std::fill(buf.begin() + got, buf.end(), 0);
   }
   for (uint32_t u = 0; u < units; ++u) {
@@ -112,34 +116,30 @@ Result<L2Entry> AmendWorker::convert(const L2Entry& e, uint64_t guest, uint64_t 
     else QCOW_TRY(read_backing(guest + u * unit, part));
   }
   const bool all_zero = buffer_is_zero(buf.data(), cs);
-  if (all_zero && !host && !zero_flag_ok && !d_.backing_) return L2Entry{0, 0};  // v2: unallocated reads zeros
+  if (all_zero && !host && !zero_flag_ok && !d_.backing()) return L2Entry{0, 0};  // v2: unallocated reads zeros
   if (zero_flag_ok && all_zero)  // an all-zero cluster becomes a zero cluster
     return L2Entry{host ? (host | (e.word & kOflagCopied) | kOflagZero) : kOflagZero, 0};
   if (host) {
-    QCOW_ASSIGN_OR_RETURN(uint64_t rc, d_.refcounts_->get(host >> g.cluster_bits));
+    QCOW_ASSIGN_OR_RETURN(uint64_t rc, refcounts().get(host >> g.cluster_bits));
     if (rc == 1) {  // ours alone: complete it in place (the old entry never reads these units from the host)
-      QCOW_TRY(d_.file_->write_at(host, buf));
-      d_.barrier_.note_write();
+      QCOW_TRY(file().write_data(host, buf));
       return L2Entry{host | kOflagCopied, 0};
     }
     frees_after_commit_.emplace_back(host, refs);
   }
-  QCOW_ASSIGN_OR_RETURN(uint64_t fresh, store_cluster(buf, refs));
+  QCOW_ASSIGN_OR_RETURN(uint64_t fresh, store_cluster(buf, refs, Content::kGuestData));
   return L2Entry{fresh | copied, 0};
 }
 
 Status AmendWorker::commit_header(const Header& h) {
-  QCOW_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, encode_header(h));
-  QCOW_TRY(d_.refcounts_->flush());
-  QCOW_TRY(d_.barrier_.force());
-  QCOW_TRY(d_.file_->write_at(0, bytes));  // the commit point
-  QCOW_TRY(d_.file_->flush());
-  d_.header_ = h;
-  return Status::ok();
+  QCOW_TRY(refcounts().flush());
+  QCOW_TRY(file().flush());
+  QCOW_TRY(d_.commit_header(h));  // the commit point
+  return file().flush();
 }
 
 Status AmendWorker::rewrite_tables(const Header& target, Conversion conv) {
-  const Geometry G = d_.geo_;
+  const Geometry G = d_.geometry();
   const Geometry N = Geometry::from(target);
   const uint64_t gcov = G.l2_coverage(), ncov = N.l2_coverage();
   const bool zero_flag_ok = target.version >= 3;
@@ -153,14 +153,11 @@ Status AmendWorker::rewrite_tables(const Header& target, Conversion conv) {
     uint64_t new_offset = 0;
   };
   std::vector<L1List> lists;
-  lists.push_back({d_.header_.l1_table_offset, d_.header_.l1_size, d_.l1_, {}});
-  for (const auto& s : d_.snapshots_) {
-    L1List l{s.l1_table_offset, s.l1_size, std::vector<uint64_t>(s.l1_size), {}};
-    std::vector<uint8_t> raw(uint64_t(s.l1_size) * 8);
-    QCOW_ASSIGN_OR_RETURN(size_t got, d_.file_->read_at(s.l1_table_offset, raw));
-    if (got < raw.size()) return Status::corrupt(fmt::format("snapshot '{}' L1 table truncated", s.name));
-    for (uint32_t i = 0; i < s.l1_size; ++i) l.entries[i] = load_be64(raw.data() + 8 * i) & kL1eOffsetMask;
-    lists.push_back(std::move(l));
+  lists.push_back({d_.header().l1_table_offset, d_.header().l1_size, d_.l1_table(), {}});
+  for (const auto& s : d_.snapshots()) {
+    QCOW_ASSIGN_OR_RETURN(std::vector<uint64_t> entries, load_table(file(), s.l1_table_offset, s.l1_size,
+                                                                    fmt::format("snapshot '{}' L1 table", s.name)));
+    lists.push_back({s.l1_table_offset, s.l1_size, std::move(entries), {}});
   }
   for (auto& l : lists)
     for (auto& e : l.entries) {
@@ -216,17 +213,14 @@ Status AmendWorker::rewrite_tables(const Header& target, Conversion conv) {
           uint64_t t = old_index < l.entries.size() ? l.entries[old_index] : 0;
           L2Entry old;
           if (t) {
-            QCOW_ASSIGN_OR_RETURN(const std::vector<uint8_t>* ot, load_table(t));
-            uint64_t pos = ((guest % gcov) >> G.cluster_bits) * G.l2_entry_size;
-            old.word = load_be64(ot->data() + pos);
-            if (G.extended_l2) old.bitmap = load_be64(ot->data() + pos + 8);
+            QCOW_ASSIGN_OR_RETURN(const std::vector<uint8_t>* ot, old_l2_table(t));
+            old = load_l2_entry(ot->data(), G, (guest % gcov) >> G.cluster_bits);
           }
           if (!old.word && !old.bitmap) continue;
           QCOW_ASSIGN_OR_RETURN(L2Entry ne, convert(old, guest, r, conv, zero_flag_ok));
-          store_be64(table.data() + j * N.l2_entry_size, ne.word);
-          if (N.extended_l2) store_be64(table.data() + j * N.l2_entry_size + 8, ne.bitmap);
+          store_l2_entry(table.data(), N, j, ne);
         }
-        QCOW_ASSIGN_OR_RETURN(uint64_t off, store_cluster(table, r));
+        QCOW_ASSIGN_OR_RETURN(uint64_t off, store_cluster(table, r, Content::kL2Table));
         it = built.emplace(key, off).first;
         if (o_.progress && total) o_.progress(double(++done) / double(total) * 0.95);
       }
@@ -235,56 +229,49 @@ Status AmendWorker::rewrite_tables(const Header& target, Conversion conv) {
     // The new L1 table itself.
     uint64_t bytes = std::max<uint64_t>(n * 8, 8);
     uint64_t clusters = div_round_up(bytes, N.cluster_size);
-    QCOW_ASSIGN_OR_RETURN(l.new_offset, d_.refcounts_->alloc(clusters));
-    std::vector<uint8_t> raw(clusters * N.cluster_size, 0);
-    for (uint64_t k = 0; k < n; ++k) store_be64(raw.data() + 8 * k, l.fresh[k]);
-    QCOW_TRY(d_.file_->write_at(l.new_offset, raw));
-    d_.barrier_.note_write();
+    QCOW_ASSIGN_OR_RETURN(l.new_offset, refcounts().alloc(clusters));
+    QCOW_TRY(store_table(file(), li == 0 ? Structure::kActiveL1 : Structure::kInactiveL1, l.new_offset, l.fresh,
+                         clusters * N.cluster_size));
   }
 
   Header h = target;
   h.l1_table_offset = lists[0].new_offset;
   h.l1_size = uint32_t(lists[0].fresh.size());
-  uint64_t old_snap_offset = d_.header_.snapshots_offset, old_snap_bytes = d_.snapshot_table_bytes_;
-  if (!d_.snapshots_.empty()) {  // same entries, new L1 locations
-    std::vector<uint8_t> st(old_snap_bytes);
-    QCOW_ASSIGN_OR_RETURN(size_t got, d_.file_->read_at(old_snap_offset, st));
-    if (got < st.size()) return Status::corrupt("snapshot table truncated");
-    uint64_t p = 0;
+  uint64_t old_snap_offset = d_.header().snapshots_offset, old_snap_bytes = d_.snapshot_table_bytes();
+  if (!d_.snapshots().empty()) {  // same entries, new L1 locations
+    std::vector<SnapshotEntry> entries = d_.snapshots();
     for (size_t i = 1; i < lists.size(); ++i) {
-      store_be64(st.data() + p, lists[i].new_offset);
-      store_be32(st.data() + p + 8, uint32_t(lists[i].fresh.size()));
-      uint64_t len = 40 + load_be32(st.data() + p + 36) + load_be16(st.data() + p + 12) + load_be16(st.data() + p + 14);
-      p += align_up(len, 8);
+      entries[i - 1].l1_table_offset = lists[i].new_offset;
+      entries[i - 1].l1_size = uint32_t(lists[i].fresh.size());
     }
+    std::vector<uint8_t> st = encode_snapshot_table(entries);
     uint64_t clusters = div_round_up(st.size(), N.cluster_size);
-    QCOW_ASSIGN_OR_RETURN(uint64_t off, d_.refcounts_->alloc(clusters));
-    QCOW_TRY(d_.file_->write_at(off, st));
-    d_.barrier_.note_write();
+    QCOW_ASSIGN_OR_RETURN(uint64_t off, refcounts().alloc(clusters));
+    QCOW_TRY(file().write_metadata(Structure::kSnapshotTable, off, st));
     h.snapshots_offset = off;
   }
-  h.refcount_table_offset = d_.refcounts_->reftable_offset();
-  h.refcount_table_clusters = d_.refcounts_->reftable_clusters();
+  h.refcount_table_offset = refcounts().reftable_offset();
+  h.refcount_table_clusters = refcounts().reftable_clusters();
   QCOW_TRY(commit_header(h));
 
   // Past the commit point: drop the old structures.
   for (auto [t, n] : old_refs)
-    for (uint64_t i = 0; i < n; ++i) d_.refcounts_->free_later(t, 1);
+    for (uint64_t i = 0; i < n; ++i) refcounts().free_later(t, 1);
   for (size_t i = 0; i < lists.size(); ++i)
     if (lists[i].old_size)
-      d_.refcounts_->free_later(lists[i].old_offset, div_round_up(uint64_t(lists[i].old_size) * 8, G.cluster_size));
-  if (!d_.snapshots_.empty()) d_.refcounts_->free_later(old_snap_offset, div_round_up(old_snap_bytes, G.cluster_size));
+      refcounts().free_later(lists[i].old_offset, div_round_up(uint64_t(lists[i].old_size) * 8, G.cluster_size));
+  if (!d_.snapshots().empty()) refcounts().free_later(old_snap_offset, div_round_up(old_snap_bytes, G.cluster_size));
   for (auto [off, n] : frees_after_commit_)
-    for (uint64_t i = 0; i < n; ++i) d_.refcounts_->free_later(off, 1);
-  QCOW_TRY(d_.refcounts_->apply_deferred());
-  QCOW_TRY(d_.refcounts_->flush());
-  QCOW_TRY(d_.barrier_.force());
+    for (uint64_t i = 0; i < n; ++i) refcounts().free_later(off, 1);
+  QCOW_TRY(refcounts().apply_deferred());
+  QCOW_TRY(refcounts().flush());
+  QCOW_TRY(file().flush());
   if (o_.progress) o_.progress(1.0);
   return Status::ok();
 }
 
 Status AmendWorker::run() {
-  const Header& cur = d_.header_;
+  const Header cur = d_.header();
   Header target = cur;
   if (o_.version) target.version = uint32_t(*o_.version);
   if (o_.lazy_refcounts) {
@@ -323,7 +310,7 @@ Status AmendWorker::run() {
   } else if (cur.version == 2) {
     target.header_length = 0;  // encode_header writes the v3 layout
   }
-  if (want_ext && d_.geo_.cluster_bits < kMinExtendedL2ClusterBits)
+  if (want_ext && d_.geometry().cluster_bits < kMinExtendedL2ClusterBits)
     return Status::unsupported("Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
   if (want_ext && target.version < 3)
     return Status::unsupported("Extended L2 entries are only supported with compatibility level 1.1 and above");
@@ -334,8 +321,8 @@ Status AmendWorker::run() {
     QCOW_TRY(d_.flush());
     QCOW_TRY(rebuild_refcounts(d_, order));
     target.refcount_order = order;
-    target.refcount_table_offset = d_.header_.refcount_table_offset;
-    target.refcount_table_clusters = d_.header_.refcount_table_clusters;
+    target.refcount_table_offset = d_.header().refcount_table_offset;
+    target.refcount_table_clusters = d_.header().refcount_table_clusters;
   }
   if (want_ext != cur.extended_l2()) {
     QCOW_TRY(rewrite_tables(target, want_ext ? Conversion::kToExtended : Conversion::kToStandard));
@@ -343,8 +330,8 @@ Status AmendWorker::run() {
     QCOW_TRY(rewrite_tables(target, Conversion::kExpandZeros));
   } else {
     QCOW_TRY(d_.flush());
-    target.refcount_table_offset = d_.refcounts_->reftable_offset();
-    target.refcount_table_clusters = d_.refcounts_->reftable_clusters();
+    target.refcount_table_offset = refcounts().reftable_offset();
+    target.refcount_table_clusters = refcounts().reftable_clusters();
     QCOW_TRY(commit_header(target));
   }
   if (o_.progress) o_.progress(1.0);

@@ -7,22 +7,20 @@
 
 namespace qcow {
 
-TableCache::TableCache(File* file, WriteBarrier* barrier, size_t slice_size, size_t max_slices, std::string name)
-    : file_(file), barrier_(barrier), slice_size_(slice_size), max_slices_(std::max<size_t>(max_slices, 2)),
-      name_(std::move(name)) {}
+TableCache::TableCache(ImageFile* file, Structure what, size_t slice_size, size_t max_slices)
+    : file_(file), what_(what), slice_size_(slice_size), max_slices_(std::max<size_t>(max_slices, 2)) {}
 
 // Makes what this cache's slices may point to durable: the dependency cache's dirty
 // slices, then one barrier. Our own slice writes never need a barrier between them.
 Status TableCache::prepare_write() {
   if (dependency_) QCOW_TRY(dependency_->flush());
-  return barrier_->barrier();
+  return file_->barrier();
 }
 
 Status TableCache::write_slot(Slot& s) {
   if (!s.dirty) return Status::ok();
-  Status st = file_->write_at(s.offset, s.data);
-  if (!st.is_ok()) return st.prepend(fmt::format("writing {} at {:#x}: ", name_, s.offset));
-  barrier_->note_write();
+  Status st = file_->write_metadata(what_, s.offset, s.data);
+  if (!st.is_ok()) return st.prepend(fmt::format("writing {} at {:#x}: ", structure_name(what_), s.offset));
   s.dirty = false;
   --dirty_count_;
   return Status::ok();
@@ -59,7 +57,7 @@ Result<TableCache::List::iterator> TableCache::lookup(uint64_t offset, bool read
     auto got = file_->read_at(offset, s.data);
     if (!got) return got.status();
     if (*got < slice_size_)
-      return Status::corrupt(fmt::format("{} at offset {:#x} lies beyond the end of the file", name_, offset));
+      return Status::corrupt(fmt::format("{} at offset {:#x} lies beyond the end of the file", structure_name(what_), offset));
   }
   lru_.push_front(std::move(s));
   index_[offset] = lru_.begin();

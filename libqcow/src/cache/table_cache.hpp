@@ -7,7 +7,8 @@
 //
 // Write ordering is encoded here, not in callers (QEMU's qcow2_cache_set_dependency):
 // before a dirty slice of this cache is written, the dependency cache is flushed and
-// the shared WriteBarrier makes everything written so far durable.
+// the ImageFile's barrier makes everything written so far durable. Slices are
+// written as the metadata structure the cache holds, so the overlap checks see them.
 #pragma once
 
 #include <cstdint>
@@ -17,31 +18,14 @@
 #include <unordered_map>
 #include <vector>
 
-#include "qcow/file.hpp"
+#include "meta/image_file.hpp"
 #include "qcow/status.hpp"
 
 namespace qcow {
 
-// Tracks whether writes happened since the last file flush; barrier() flushes only then.
-class WriteBarrier {
- public:
-  explicit WriteBarrier(File* file) : file_(file) {}
-  void note_write() { pending_ = true; }
-  Status barrier() {
-    if (!pending_) return Status::ok();
-    pending_ = false;
-    return file_->flush();
-  }
-  Status force() { pending_ = false; return file_->flush(); }
-
- private:
-  File* file_;
-  bool pending_ = false;
-};
-
 class TableCache {
  public:
-  TableCache(File* file, WriteBarrier* barrier, size_t slice_size, size_t max_slices, std::string name);
+  TableCache(ImageFile* file, Structure what, size_t slice_size, size_t max_slices);
 
   // Slice data for the slice-aligned host offset, read from the file on a miss.
   Result<uint8_t*> get(uint64_t offset);
@@ -69,11 +53,10 @@ class TableCache {
   Status write_slot(Slot& s);
   Status make_room();
 
-  File* file_;
-  WriteBarrier* barrier_;
+  ImageFile* file_;
+  Structure what_;
   size_t slice_size_;
   size_t max_slices_;
-  std::string name_;
   TableCache* dependency_ = nullptr;
   List lru_;  // front = most recently used
   std::unordered_map<uint64_t, List::iterator> index_;

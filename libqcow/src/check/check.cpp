@@ -25,7 +25,7 @@ Status check_pass(Qcow2Driver& d, CheckReport& r) {
   RefcountWalk w;
   QCOW_TRY(walk_refcounts(d, WalkRefcountStructures::kInclude, w));
   r.messages.insert(r.messages.end(), w.messages.begin(), w.messages.end());
-  StoredRefcounts stored(d.file(), g);
+  StoredRefcounts stored(d.image_file(), g);
   QCOW_TRY(stored.load(d.header().refcount_table_offset, d.header().refcount_table_clusters));
   CheckTally t;
   QCOW_TRY(compare_refcounts(stored, w.counts, Repair::kNone, t, r.messages));

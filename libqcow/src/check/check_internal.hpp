@@ -36,9 +36,6 @@ Status check_copied(Qcow2Driver& d, StoredRefcounts& stored, bool repair, CheckT
 // Writes the L1/L2 entry fixes a WalkFixes::kPlan walk planned, then flushes.
 Status apply_entry_fixes(Qcow2Driver& d, const RefcountWalk& walk);
 
-// Sets and clears incompatible feature bits (version 3 only) and flushes.
-Status update_incompatible_bits(Qcow2Driver& d, uint64_t set, uint64_t clear);
-
 // check -r: one repairing pass over an image opened writable with OpenOptions::repair.
 Status repair_pass(Qcow2Driver& d, Repair repair, CheckTally& tally, std::vector<std::string>& messages);
 

@@ -4,6 +4,7 @@
 #include "check/check_internal.hpp"
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
+#include "meta/tables.hpp"
 
 namespace qcow {
 
@@ -48,11 +49,11 @@ Status check_copied(Qcow2Driver& d, StoredRefcounts& stored, bool repair, CheckT
                     std::vector<std::string>& messages) {
   const Header& h = d.header();
   const Geometry& g = d.geometry();
-  QCOW_ASSIGN_OR_RETURN(uint64_t file_size, d.file().size());
+  QCOW_ASSIGN_OR_RETURN(uint64_t file_size, d.image_file().size());
   auto read_zero_filled = [&](uint64_t offset, std::vector<uint8_t>& buf) -> Status {
     std::fill(buf.begin(), buf.end(), 0);
     if (offset >= file_size) return Status::ok();
-    QCOW_ASSIGN_OR_RETURN(size_t got, d.file().read_at(offset, std::span<uint8_t>(buf.data(),
+    QCOW_ASSIGN_OR_RETURN(size_t got, d.image_file().read_at(offset, std::span<uint8_t>(buf.data(),
                                                                std::min<uint64_t>(buf.size(), file_size - offset))));
     (void)got;
     return Status::ok();
@@ -68,9 +69,7 @@ Status check_copied(Qcow2Driver& d, StoredRefcounts& stored, bool repair, CheckT
     if ((*rc == 1) != bool(l1e & kOflagCopied)) {
       messages.push_back(fmt::format("{} OFLAG_COPIED L2 cluster: l1_index={} l1_entry={:x} refcount={}", verb, i, l1e, *rc));
       if (repair) {
-        uint8_t b[8];
-        store_be64(b, *rc == 1 ? l1e | kOflagCopied : l1e & ~kOflagCopied);
-        QCOW_TRY(d.file().write_at(h.l1_table_offset + 8 * uint64_t(i), b));
+        QCOW_TRY(repair_l1_entry(d.image_file(), h.l1_table_offset, i, *rc == 1 ? l1e | kOflagCopied : l1e & ~kOflagCopied));
         ++t.corruptions_fixed;
       } else {
         ++t.corruptions;
@@ -78,23 +77,24 @@ Status check_copied(Qcow2Driver& d, StoredRefcounts& stored, bool repair, CheckT
     }
     QCOW_TRY(read_zero_filled(l2_offset, l2));
     for (uint64_t j = 0; j < g.l2_entries; ++j) {
-      uint64_t e = load_be64(l2.data() + j * g.l2_entry_size), off = e & kL2eOffsetMask;
+      const L2Entry entry = load_l2_entry(l2.data(), g, j);
+      const uint64_t e = entry.word, off = e & kL2eOffsetMask;
       if ((e & kOflagCompressed) || !off) continue;  // only QEMU's NORMAL and ZERO_ALLOC clusters
       auto drc = stored.get(off >> g.cluster_bits);
       if (!drc) continue;
       if ((*drc == 1) == bool(e & kOflagCopied)) continue;
       messages.push_back(fmt::format("{} OFLAG_COPIED data cluster: l2_entry={:x} refcount={}", verb, e, *drc));
       if (repair) {
-        uint8_t b[8];
-        store_be64(b, *drc == 1 ? e | kOflagCopied : e & ~kOflagCopied);
-        QCOW_TRY(d.file().write_at(l2_offset + j * g.l2_entry_size, b));
+        L2Entry fixed = entry;
+        fixed.word = *drc == 1 ? e | kOflagCopied : e & ~kOflagCopied;
+        QCOW_TRY(repair_l2_entry(d.image_file(), g, l2_offset, j, fixed));
         ++t.corruptions_fixed;
       } else {
         ++t.corruptions;
       }
     }
   }
-  if (repair) QCOW_TRY(d.file().flush());
+  if (repair) QCOW_TRY(d.image_file().flush());
   return Status::ok();
 }
 

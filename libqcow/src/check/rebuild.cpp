@@ -7,23 +7,25 @@
 
 #include <optional>
 
+#include "check/rebuild.hpp"
 #include "check/walk.hpp"
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
+#include "meta/tables.hpp"
 
 namespace qcow {
 
 Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order) {
   RefcountWalk w;
   QCOW_TRY(walk_refcounts(d, WalkRefcountStructures::kExclude, w));
-  Geometry g = d.geo_;
+  Geometry g = d.geometry();
   if (new_order) {  // amend refcount_bits: same walk, new entry width
-    Header h = d.header_;
+    Header h = d.header();
     h.refcount_order = *new_order;
     g = Geometry::from(h);
   }
   const uint64_t cs = g.cluster_size, rbe = g.refblock_entries;
-  QCOW_ASSIGN_OR_RETURN(uint64_t file_size, d.file_->size());
+  QCOW_ASSIGN_OR_RETURN(uint64_t file_size, d.image_file().size());
   const uint64_t E = std::max<uint64_t>(w.counts.size(), div_round_up(file_size, cs));
   std::vector<uint64_t>& counts = w.counts;
   counts.resize(E, 0);
@@ -58,44 +60,20 @@ Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order) {
   for (uint64_t j = 0; j < needed.size(); ++j) counts[E + j] = 1;
   for (uint64_t c = table_cluster; c < table_cluster + T; ++c) counts[c] = 1;
 
-  std::vector<uint8_t> table(T * cs, 0), block(cs);
+  ImageFile& file = d.image_file();
+  std::vector<uint8_t> block(cs);
+  std::vector<uint64_t> table(T * cs / 8, 0);
   for (uint64_t j = 0; j < needed.size(); ++j) {
     uint64_t rt = needed[j];
     std::fill(block.begin(), block.end(), 0);
     for (uint64_t i = 0; i < rbe && rt * rbe + i < counts.size(); ++i)
       if (counts[rt * rbe + i]) set_refcount_entry(block.data(), g.refcount_order, i, counts[rt * rbe + i]);
-    QCOW_TRY(d.file_->write_at((E + j) * cs, block));
-    store_be64(table.data() + rt * 8, (E + j) * cs);
+    QCOW_TRY(file.write_metadata(Structure::kRefcountBlock, (E + j) * cs, block));
+    table[rt] = (E + j) * cs;
   }
-  QCOW_TRY(d.file_->write_at(table_cluster * cs, table));
-  QCOW_TRY(d.file_->flush());
-  // Commit: table location (and width) in one write inside the first sector.
-  uint8_t hb[52] = {};
-  store_be64(hb, table_cluster * cs);
-  store_be32(hb + 8, uint32_t(T));
-  size_t n = 12;
-  if (new_order) {
-    QCOW_ASSIGN_OR_RETURN(size_t got, d.file_->read_at(60, std::span<uint8_t>(hb + 12, 40)));
-    if (got < 40) return Status::corrupt("header truncated");
-    store_be32(hb + 48, *new_order);
-    n = 52;
-  }
-  QCOW_TRY(d.file_->write_at(48, std::span<const uint8_t>(hb, n)));
-  QCOW_TRY(d.file_->flush());
-  if (new_order) {
-    d.header_.refcount_order = *new_order;
-    d.geo_ = g;
-  }
-  d.header_.refcount_table_offset = table_cluster * cs;
-  d.header_.refcount_table_clusters = uint32_t(T);
-  d.file_size_ = std::max(d.file_size_, (table_cluster + T) * cs);
-  d.alloc_end_ = std::max(d.alloc_end_, d.file_size_);
-  auto fresh = std::make_unique<Refcounts>(d.file_.get(), &d.barrier_, g, 64);
-  QCOW_TRY(fresh->load(table_cluster * cs, uint32_t(T)));
-  fresh->set_reftable_moved(d.refcounts_ ? d.refcounts_moved_fn() : Refcounts::ReftableMovedFn{});
-  d.refcounts_ = std::move(fresh);
-  d.l2_cache_->set_dependency(&d.refcounts_->cache());
-  return Status::ok();
+  QCOW_TRY(store_table(file, Structure::kRefcountTable, table_cluster * cs, table, T * cs));
+  // The driver commits the switch (one header write) and reloads its refcounts.
+  return d.install_refcounts(table_cluster * cs, uint32_t(T), new_order);
 }
 
 }  // namespace qcow

@@ -16,39 +16,18 @@
 #include <fmt/format.h>
 
 #include "check/check_internal.hpp"
+#include "check/rebuild.hpp"
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
+#include "meta/tables.hpp"
 
 namespace qcow {
 
-Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order);  // check/rebuild.cpp
-
 Status apply_entry_fixes(Qcow2Driver& d, const RefcountWalk& w) {
-  const Geometry& g = d.geometry();
-  for (const L2Fix& f : w.l2_fixes) {
-    uint8_t b[16];
-    store_be64(b, f.entry.word);
-    store_be64(b + 8, f.entry.bitmap);
-    QCOW_TRY(d.file().write_at(f.table_offset + f.index * g.l2_entry_size, std::span<const uint8_t>(b, g.l2_entry_size)));
-  }
-  for (const L1Fix& f : w.l1_fixes) {
-    uint8_t b[8];
-    store_be64(b, f.entry);
-    QCOW_TRY(d.file().write_at(f.table_offset + f.index * 8, b));
-  }
-  return d.file().flush();
-}
-
-Status update_incompatible_bits(Qcow2Driver& d, uint64_t set, uint64_t clear) {
-  if (d.header().version < 3) return Status::ok();
-  uint8_t b[8];
-  QCOW_ASSIGN_OR_RETURN(size_t got, d.file().read_at(72, b));
-  if (got != 8) return Status::corrupt("header too short");
-  uint64_t old = load_be64(b), v = (old | set) & ~clear;
-  if (v == old) return Status::ok();
-  store_be64(b, v);
-  QCOW_TRY(d.file().write_at(72, b));
-  return d.file().flush();
+  ImageFile& f = d.image_file();
+  for (const L2Fix& x : w.l2_fixes) QCOW_TRY(repair_l2_entry(f, d.geometry(), x.table_offset, x.index, x.entry));
+  for (const L1Fix& x : w.l1_fixes) QCOW_TRY(repair_l1_entry(f, x.table_offset, x.index, x.entry));
+  return f.flush();
 }
 
 Status repair_pass(Qcow2Driver& d, Repair repair, CheckTally& t, std::vector<std::string>& messages) {
@@ -59,7 +38,7 @@ Status repair_pass(Qcow2Driver& d, Repair repair, CheckTally& t, std::vector<std
   messages.insert(messages.end(), w.messages.begin(), w.messages.end());
   t.check_errors += w.check_errors;
   t.corruptions += w.corruptions;
-  StoredRefcounts stored(d.file(), g);
+  StoredRefcounts stored(d.image_file(), g);
   QCOW_TRY(stored.load(d.header().refcount_table_offset, d.header().refcount_table_clusters));
   CheckTally pre;
   std::vector<std::string> pre_messages;
@@ -76,7 +55,7 @@ Status repair_pass(Qcow2Driver& d, Repair repair, CheckTally& t, std::vector<std
   bool marked = false;
   if (repair == Repair::kAll && (w.planned_fixes || rebuild || pre.refcount_corruptions) &&
       !(d.header().incompatible_features & kIncompatCorrupt) && d.header().version >= 3) {
-    QCOW_TRY(update_incompatible_bits(d, kIncompatCorrupt, 0));
+    QCOW_TRY(d.update_incompatible(kIncompatCorrupt, 0));
     marked = true;
   }
   if (repair == Repair::kAll) {
@@ -106,11 +85,11 @@ Status repair_pass(Qcow2Driver& d, Repair repair, CheckTally& t, std::vector<std
     QCOW_TRY(compare_refcounts(stored, w.counts, repair, t, messages));
   }
   QCOW_TRY(stored.write_back());
-  QCOW_TRY(d.file().flush());
+  QCOW_TRY(d.image_file().flush());
   bool repair_copied = repair == Repair::kAll || (!t.check_errors && !t.corruptions && !t.leaks);
   QCOW_TRY(check_copied(d, stored, repair_copied, t, messages));
   if (!t.check_errors && !t.corruptions) {
-    QCOW_TRY(update_incompatible_bits(d, 0, kIncompatDirty | kIncompatCorrupt));
+    QCOW_TRY(d.update_incompatible(0, kIncompatDirty | kIncompatCorrupt));
   } else if (marked) {
     messages.push_back(fmt::format("The image stays marked corrupt: {} corruptions could not be repaired", t.corruptions));
   }

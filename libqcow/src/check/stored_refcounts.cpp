@@ -62,7 +62,7 @@ Status StoredRefcounts::set(uint64_t cluster, uint64_t value) {
 Status StoredRefcounts::write_back() {
   for (auto& [rt, dirty] : dirty_) {
     if (!dirty) continue;
-    QCOW_TRY(file_.write_at(reftable_[rt] & kReftOffsetMask, blocks_.at(rt)));
+    QCOW_TRY(file_.write_metadata(Structure::kRefcountBlock, reftable_[rt] & kReftOffsetMask, blocks_.at(rt)));
     dirty = false;
   }
   return Status::ok();

@@ -8,14 +8,14 @@
 #include <vector>
 
 #include "map/geometry.hpp"
-#include "qcow/file.hpp"
+#include "meta/image_file.hpp"
 #include "qcow/status.hpp"
 
 namespace qcow {
 
 class StoredRefcounts {
  public:
-  StoredRefcounts(File& file, const Geometry& geo) : file_(file), geo_(geo) {}
+  StoredRefcounts(ImageFile& file, const Geometry& geo) : file_(file), geo_(geo) {}
 
   // Reads the refcount table (offset and size from the header).
   Status load(uint64_t reftable_offset, uint32_t reftable_clusters);
@@ -31,7 +31,7 @@ class StoredRefcounts {
  private:
   Result<std::vector<uint8_t>*> block(uint64_t rt_index);
 
-  File& file_;
+  ImageFile& file_;
   Geometry geo_;
   uint64_t file_size_ = 0;
   std::vector<uint64_t> reftable_;

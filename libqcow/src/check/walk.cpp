@@ -52,7 +52,7 @@ class Walker {
   Status table(uint64_t offset, uint64_t bytes, std::vector<uint8_t>& buf) {
     buf.assign(bytes, 0);
     if (offset >= file_size_) return Status::ok();
-    auto got = d_.file().read_at(offset, std::span<uint8_t>(buf.data(), std::min(bytes, file_size_ - offset)));
+    auto got = d_.image_file().read_at(offset, std::span<uint8_t>(buf.data(), std::min(bytes, file_size_ - offset)));
     if (!got) {
       out_.messages.push_back(fmt::format("ERROR: I/O error reading the table at {:#x}: {}", offset, got.status().message()));
       ++out_.check_errors;
@@ -117,9 +117,7 @@ class Walker {
     bool plan_here = plan_ && first_visit;
     uint64_t next_contiguous = 0;
     for (uint64_t j = 0; j < g_.l2_entries; ++j) {
-      L2Entry e;
-      e.word = load_be64(raw.data() + j * g_.l2_entry_size);
-      if (g_.extended_l2) e.bitmap = load_be64(raw.data() + j * g_.l2_entry_size + 8);
+      const L2Entry e = load_l2_entry(raw.data(), g_, j);
       L2Entry fixed = e;
       in_disk_ = first_guest_cluster + j < guest_clusters_;
       entry(l2_offset, j, e, active, fixed, next_contiguous, plan_ && !first_visit);
@@ -294,7 +292,7 @@ class Walker {
 Status walk_refcounts(Qcow2Driver& d, WalkRefcountStructures mode, RefcountWalk& out, WalkFixes fixes) {
   const Header& h = d.header();
   const Geometry& g = d.geometry();
-  QCOW_ASSIGN_OR_RETURN(uint64_t file_size, d.file().size());
+  QCOW_ASSIGN_OR_RETURN(uint64_t file_size, d.image_file().size());
   uint64_t nclusters = div_round_up(file_size, g.cluster_size);
   if (nclusters > kMaxWalkClusters) return Status::limit("image file too large to walk (more than 2^28 clusters)");
   out.counts.assign(nclusters, 0);

@@ -145,12 +145,26 @@ Result<Header> parse_header(std::span<const uint8_t> buf) {
   return h;
 }
 
-Result<std::vector<uint8_t>> encode_header(const Header& h) {
-  const uint64_t cs = h.cluster_size();
-  std::vector<uint8_t> out(cs, 0);
+HeaderBytes header_field_bytes(HeaderField f) {
+  switch (f) {
+    case HeaderField::kSize: return {24, 8};
+    case HeaderField::kL1Table: return {36, 12};         // l1_size, l1_table_offset
+    case HeaderField::kRefcountTable: return {48, 12};   // refcount_table_offset, refcount_table_clusters
+    case HeaderField::kSnapshotTable: return {60, 12};   // nb_snapshots, snapshots_offset
+    case HeaderField::kIncompatibleFeatures: return {72, 8};
+    case HeaderField::kCompatibleFeatures: return {80, 8};
+    case HeaderField::kAutoclearFeatures: return {88, 8};
+    case HeaderField::kRefcountOrder: return {96, 4};
+  }
+  return {0, 0};
+}
+
+void encode_fixed_header(const Header& h, std::span<uint8_t> out) {
   uint8_t* p = out.data();
   store_be32(p, kQcowMagic);
   store_be32(p + 4, h.version);
+  store_be64(p + 8, h.backing_file_offset);
+  store_be32(p + 16, h.backing_file_size);
   store_be32(p + 20, h.cluster_bits);
   store_be64(p + 24, h.size);
   store_be32(p + 32, h.crypt_method);
@@ -160,14 +174,26 @@ Result<std::vector<uint8_t>> encode_header(const Header& h) {
   store_be32(p + 56, h.refcount_table_clusters);
   store_be32(p + 60, h.nb_snapshots);
   store_be64(p + 64, h.snapshots_offset);
+  if (h.version < 3 || out.size() < kHeaderV3MinLength) return;
+  store_be64(p + 72, h.incompatible_features);
+  store_be64(p + 80, h.compatible_features);
+  store_be64(p + 88, h.autoclear_features);
+  store_be32(p + 96, h.refcount_order);
+  store_be32(p + 100, h.header_length);
+}
+
+Result<std::vector<uint8_t>> encode_header(const Header& h) {
+  const uint64_t cs = h.cluster_size();
+  std::vector<uint8_t> out(cs, 0);
+  uint8_t* p = out.data();
+  Header fixed = h;
+  fixed.backing_file_offset = 0;  // set below, once the extensions are laid out
+  fixed.backing_file_size = 0;
+  fixed.header_length = kHeaderV3Length + uint32_t(h.unknown_header_fields.size());
+  encode_fixed_header(fixed, out);
   uint64_t off = kHeaderV2Length;
   if (h.version >= 3) {
-    store_be64(p + 72, h.incompatible_features);
-    store_be64(p + 80, h.compatible_features);
-    store_be64(p + 88, h.autoclear_features);
-    store_be32(p + 96, h.refcount_order);
-    uint32_t len = kHeaderV3Length + uint32_t(h.unknown_header_fields.size());
-    store_be32(p + 100, len);
+    const uint32_t len = fixed.header_length;
     p[104] = h.compression_type;
     std::copy(h.unknown_header_fields.begin(), h.unknown_header_fields.end(), p + kHeaderV3Length);
     off = len;

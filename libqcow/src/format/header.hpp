@@ -72,6 +72,29 @@ struct Header {
 // Validates every field that does not need the file size; names the field and value on error.
 Result<Header> parse_header(std::span<const uint8_t> buf);
 
+// The header fields that change after creation. Each names the bytes it occupies
+// (spec: "Header"), so nothing outside format/ and meta/ knows header offsets.
+enum class HeaderField {
+  kSize,
+  kL1Table,               // l1_size and l1_table_offset (one write: they change together)
+  kRefcountTable,         // refcount_table_offset and refcount_table_clusters
+  kSnapshotTable,         // nb_snapshots and snapshots_offset
+  kIncompatibleFeatures,  // version 3 only, like the rest
+  kCompatibleFeatures,
+  kAutoclearFeatures,
+  kRefcountOrder,
+};
+struct HeaderBytes {
+  uint32_t offset;
+  uint32_t length;
+};
+HeaderBytes header_field_bytes(HeaderField f);
+
+// The fixed fields (72 bytes for version 2, 104 for version 3) as the struct
+// holds them, backing_file_offset/size and header_length included. out.size()
+// must be at least that long.
+void encode_fixed_header(const Header& h, std::span<uint8_t> out);
+
 // Encodes header, extensions and backing file name into one cluster.
 // Fails with kInvalidArgument when they do not fit.
 Result<std::vector<uint8_t>> encode_header(const Header& h);

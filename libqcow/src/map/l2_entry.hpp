@@ -17,6 +17,7 @@
 
 #include <cstdint>
 
+#include "codec/bytes.hpp"
 #include "format/constants.hpp"
 #include "map/geometry.hpp"
 
@@ -33,6 +34,21 @@ struct L2Entry {
   uint64_t host_offset() const { return compressed() ? 0 : (word & kL2eOffsetMask); }
   bool operator==(const L2Entry&) const = default;
 };
+
+// The one encoding of L2 entries in a table's bytes: 8 bytes (standard) or 16
+// (extended: descriptor, then the subcluster bitmap), big-endian.
+inline L2Entry load_l2_entry(const uint8_t* table, const Geometry& g, uint64_t index) {
+  const uint8_t* p = table + index * g.l2_entry_size;
+  L2Entry e;
+  e.word = load_be64(p);
+  if (g.extended_l2) e.bitmap = load_be64(p + 8);
+  return e;
+}
+inline void store_l2_entry(uint8_t* table, const Geometry& g, uint64_t index, L2Entry e) {
+  uint8_t* p = table + index * g.l2_entry_size;
+  store_be64(p, e.word);
+  if (g.extended_l2) store_be64(p + 8, e.bitmap);
+}
 
 struct CompressedExtent {
   uint64_t offset;  // byte offset of the compressed data in the host file

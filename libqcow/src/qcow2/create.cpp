@@ -13,7 +13,7 @@ namespace qcow {
 Status Qcow2Driver::preallocate(Preallocation mode) {
   if (mode == Preallocation::kOff) return Status::ok();
   const uint64_t cs = geo_.cluster_size;
-  const uint64_t clusters = div_round_up(header_.size, cs);
+  const uint64_t clusters = div_round_up(header_->size, cs);
   uint64_t data_start = UINT64_MAX, data_end = 0;
   for (uint64_t c = 0; c < clusters;) {
     uint64_t guest = c * cs;
@@ -30,15 +30,15 @@ Status Qcow2Driver::preallocate(Preallocation mode) {
     alloc_end_ = std::max(alloc_end_, host + in_table * cs);
     c += in_table;
   }
-  QCOW_TRY(flush());
+  QCOW_TRY(flush_metadata());
   if (mode == Preallocation::kFalloc && data_end > data_start) {
-    QCOW_TRY(file_->allocate(data_start, data_end - data_start));
+    QCOW_TRY(io_.allocate_data(data_start, data_end - data_start));
   } else if (mode == Preallocation::kFull && data_end > data_start) {
     std::vector<uint8_t> zeros(std::min<uint64_t>(4ull << 20, data_end - data_start), 0);
     for (uint64_t o = data_start; o < data_end; o += zeros.size())
-      QCOW_TRY(file_->write_at(o, std::span<const uint8_t>(zeros.data(), std::min<uint64_t>(zeros.size(), data_end - o))));
+      QCOW_TRY(io_.write_data(o, std::span<const uint8_t>(zeros.data(), std::min<uint64_t>(zeros.size(), data_end - o))));
   }
-  return file_->flush();
+  return io_.flush();
 }
 
 Status create_qcow2(const std::string& path, const CreateOptions& o) {

@@ -30,7 +30,7 @@ Status read_area(void* p, uint64_t off, std::span<uint8_t> buf) {
 }  // namespace
 
 Status Qcow2Driver::open_crypto() {
-  const Header& h = header_;
+  const Header& h = header_.get();
   if (h.crypt_method == kCryptLuks) {
     if (!h.crypto) return Status::corrupt("LUKS encryption without an encryption header extension");
     const uint64_t off = h.crypto->offset, len = h.crypto->length;
@@ -66,7 +66,7 @@ Status Qcow2Driver::open_crypto() {
 
 Status Qcow2Driver::crypt_data(bool encrypt, uint64_t guest, uint64_t host, std::span<uint8_t> buf) {
   if (!cipher_) return Status::invalid(fmt::format("{}: {}", file_->path(), kNeedKey));
-  uint64_t sector = (header_.crypt_method == kCryptLuks ? host : guest) / crypto::kSectorSize;
+  uint64_t sector = (header_->crypt_method == kCryptLuks ? host : guest) / crypto::kSectorSize;
   return encrypt ? cipher_->encrypt(sector, buf) : cipher_->decrypt(sector, buf);
 }
 
@@ -102,19 +102,18 @@ Status Qcow2Driver::init_luks(const EncryptOptions& e, std::string_view passphra
   QCOW_ASSIGN_OR_RETURN(uint64_t host, refcounts_->alloc(n));
   const uint64_t length = area.size();
   area.resize(n * cs, 0);  // unused bytes of the allocated clusters are zeros
-  QCOW_TRY(file_->write_at(host, area));
-  barrier_.note_write();
+  QCOW_TRY(io_.write_metadata(Structure::kEncryptionHeader, host, area));
   file_size_ = std::max(file_size_, host + n * cs);
   alloc_end_ = std::max(alloc_end_, host + n * cs);
   QCOW_ASSIGN_OR_RETURN(luks_, crypto::parse_luks_header(std::span(area).first(crypto::kLuksHeaderSize), length));
-  header_.crypt_method = kCryptLuks;
-  header_.crypto = CryptoExtension{host, length};
-  QCOW_ASSIGN_OR_RETURN(std::vector<uint8_t> head, encode_header(header_));
+  Header h = header_.get();
+  h.crypt_method = kCryptLuks;
+  h.crypto = CryptoExtension{host, length};
   QCOW_TRY(refcounts_->flush());
-  QCOW_TRY(barrier_.force());
-  QCOW_TRY(file_->write_at(0, head));
-  barrier_.note_write();
-  QCOW_TRY(barrier_.force());
+  QCOW_TRY(io_.flush());
+  QCOW_TRY(header_.rewrite(h));
+  QCOW_TRY(io_.flush());
+  if (io_.tracks(Structure::kEncryptionHeader)) io_.overlaps().add(Structure::kEncryptionHeader, host, length);
   cipher_ = std::move(cipher);
   return Status::ok();
 }

@@ -8,23 +8,25 @@
 
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
+#include "meta/tables.hpp"
 #include "qcow2/qcow2_driver.hpp"
 
 namespace qcow {
 
 Status Qcow2Driver::flush() {
   if (!writable_ || !opened_) return Status::ok();
+  return guard(flush_metadata());
+}
+
+Status Qcow2Driver::flush_metadata() {
   QCOW_TRY(refcounts_->flush());
-  QCOW_TRY(barrier_.barrier());
+  QCOW_TRY(io_.barrier());
   QCOW_TRY(l2_cache_->flush());
-  QCOW_TRY(barrier_.barrier());
+  QCOW_TRY(io_.barrier());
   if (l1_dirty_) {
-    std::vector<uint8_t> raw(l1_.size() * 8);
-    for (size_t i = 0; i < l1_.size(); ++i) store_be64(raw.data() + 8 * i, l1_[i]);
-    QCOW_TRY(file_->write_at(header_.l1_table_offset, raw));
-    barrier_.note_write();
+    QCOW_TRY(store_table(io_, Structure::kActiveL1, header_->l1_table_offset, l1_, l1_.size() * 8));
     l1_dirty_ = false;
-    QCOW_TRY(barrier_.barrier());
+    QCOW_TRY(io_.barrier());
   }
   if (refcounts_->has_deferred()) {
     QCOW_TRY(refcounts_->apply_deferred());
@@ -35,56 +37,48 @@ Status Qcow2Driver::flush() {
   // updating it, and truncating to alloc_end_ would cut them off.
   if (alloc_end_ > file_size_) {
     QCOW_ASSIGN_OR_RETURN(uint64_t actual, file_->size());
-    if (alloc_end_ > actual) {
-      QCOW_TRY(file_->truncate(alloc_end_));
-      barrier_.note_write();
-    }
+    QCOW_TRY(io_.grow(alloc_end_));
     file_size_ = std::max(actual, alloc_end_);
   }
-  return barrier_.barrier();
+  return io_.barrier();
 }
 
 Status Qcow2Driver::grow_l1(uint64_t entries) {
   const uint64_t cs = geo_.cluster_size;
   if (entries > kMaxL1Bytes / 8) return Status::limit("the L1 table would exceed 32 MiB");
   uint64_t clusters = div_round_up(entries * 8, cs);
-  QCOW_TRY(flush());  // the new table copies the current entries
+  QCOW_TRY(flush_metadata());  // the new table copies the current entries
   QCOW_ASSIGN_OR_RETURN(uint64_t off, refcounts_->alloc(clusters));
-  std::vector<uint8_t> raw(clusters * cs, 0);
-  for (size_t i = 0; i < l1_.size(); ++i) store_be64(raw.data() + 8 * i, l1_[i]);
-  QCOW_TRY(file_->write_at(off, raw));
-  barrier_.note_write();
+  QCOW_TRY(store_table(io_, Structure::kActiveL1, off, l1_, clusters * cs));
   alloc_end_ = std::max(alloc_end_, off + clusters * cs);
   file_size_ = std::max(file_size_, off + clusters * cs);
   QCOW_TRY(refcounts_->flush());
-  QCOW_TRY(barrier_.force());
-  uint8_t b[12];
-  store_be32(b, uint32_t(entries));
-  store_be64(b + 4, off);
-  QCOW_TRY(write_header_field(36, b));  // l1_size and l1_table_offset in one sector write
-  QCOW_TRY(barrier_.force());
-  uint64_t old_off = header_.l1_table_offset, old_bytes = uint64_t(header_.l1_size) * 8;
-  header_.l1_size = uint32_t(entries);
-  header_.l1_table_offset = off;
+  QCOW_TRY(io_.flush());
+  const uint64_t old_off = header_->l1_table_offset, old_bytes = uint64_t(header_->l1_size) * 8;
+  QCOW_TRY(header_.update({HeaderField::kL1Table}, [&](Header& h) {
+    h.l1_size = uint32_t(entries);
+    h.l1_table_offset = off;
+  }));
+  QCOW_TRY(io_.flush());
+  if (io_.tracks(Structure::kActiveL1)) {
+    io_.overlaps().remove(Structure::kActiveL1, old_off, old_bytes);
+    io_.overlaps().add(Structure::kActiveL1, off, entries * 8);
+  }
   l1_.resize(entries, 0);
   if (old_bytes) refcounts_->free_later(old_off, div_round_up(old_bytes, cs));
-  return flush();
+  return flush_metadata();
 }
 
 Status Qcow2Driver::resize(uint64_t new_size) {
   QCOW_TRY(check_writable());
-  if (new_size < header_.size)
+  if (new_size < header_->size)
     return Status::unsupported(fmt::format("{}: shrinking qcow2 images is not supported", file_->path()));
-  if (new_size == header_.size) return Status::ok();
+  if (new_size == header_->size) return Status::ok();
   if (new_size > (uint64_t(1) << 62)) return Status::limit("virtual size too large");
   uint64_t need = geo_.l1_entries_for(new_size);
-  if (need > l1_.size()) QCOW_TRY(grow_l1(need));
-  uint8_t b[8];
-  store_be64(b, new_size);
-  QCOW_TRY(write_header_field(24, b));
-  QCOW_TRY(barrier_.force());
-  header_.size = new_size;
-  return Status::ok();
+  if (need > l1_.size()) QCOW_TRY(guard(grow_l1(need)));
+  QCOW_TRY(header_.update({HeaderField::kSize}, [&](Header& h) { h.size = new_size; }));
+  return io_.flush();
 }
 
 Status Qcow2Driver::close() {

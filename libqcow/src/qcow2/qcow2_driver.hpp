@@ -13,14 +13,18 @@
 #include "crypto/luks.hpp"
 #include "driver.hpp"
 #include "format/header.hpp"
+#include "format/snapshot_table.hpp"
 #include "map/geometry.hpp"
 #include "map/l2_entry.hpp"
+#include "meta/header_store.hpp"
+#include "meta/image_file.hpp"
 #include "refcount/refcount.hpp"
 
 namespace qcow {
 
 // Parses the snapshot table; *table_bytes receives its length on disk.
-Result<std::vector<SnapshotInfo>> load_snapshot_table(File& file, const Header& h, uint64_t file_size, uint64_t* table_bytes);
+Result<std::vector<SnapshotEntry>> load_snapshot_table(File& file, const Header& h, uint64_t file_size,
+                                                       uint64_t* table_bytes);
 Result<std::vector<BitmapInfo>> load_bitmap_list(File& file, const Header& h, uint64_t file_size);
 
 class Qcow2Driver final : public Driver {
@@ -31,7 +35,7 @@ class Qcow2Driver final : public Driver {
   Status open(int depth, std::vector<std::string>& chain);
 
   Format format() const override { return Format::kQcow2; }
-  uint64_t size() const override { return header_.size; }
+  uint64_t size() const override { return header_->size; }
   const std::string& path() const override { return file_->path(); }
   bool writable() const override { return writable_; }
   Status read(uint64_t offset, std::span<uint8_t> buf) override;
@@ -56,23 +60,39 @@ class Qcow2Driver final : public Driver {
   // Forgets in-memory state without writing it (after amend replaced the structures on disk).
   void abandon() { closed_ = true; }
 
-  friend Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order);
-  friend class AmendWorker;
   Refcounts::ReftableMovedFn refcounts_moved_fn();
 
   // For check/amend/map: read-only access to the parsed structures.
-  const Header& header() const { return header_; }
+  const Header& header() const { return header_.get(); }
   const Geometry& geometry() const { return geo_; }
   const std::vector<uint64_t>& l1_table() const { return l1_; }
-  const std::vector<SnapshotInfo>& snapshots() const { return snapshots_; }
+  const std::vector<SnapshotEntry>& snapshots() const { return snapshots_; }
   uint64_t snapshot_table_bytes() const { return snapshot_table_bytes_; }
-  File& file() { return *file_; }
+  // The host file: every write goes through it (overlap checks, sticky errors).
+  ImageFile& image_file() { return io_; }
+  // Sets or clears incompatible feature bits (version 3), after a barrier, and flushes.
+  Status update_incompatible(uint64_t set, uint64_t clear);
+  // Offline rewrites (amend): the allocator, and the whole-header write that commits a
+  // rewrite. The caller abandons the driver afterwards.
+  Refcounts& refcounts() { return *refcounts_; }
+  Status commit_header(const Header& h) { return header_.rewrite(h); }
+  // Switches to refcount structures written elsewhere in the file (check's and amend's
+  // rebuild): flushes them, commits the header fields (with a new refcount width when
+  // given) in one write, and reloads the refcounts. The commit point of a rebuild.
+  Status install_refcounts(uint64_t table_offset, uint32_t table_clusters, std::optional<uint32_t> new_order);
 
   // The one choke point for L2 entries (guest offset -> entry of its cluster).
   Result<L2Entry> get_l2_entry(uint64_t guest_offset);
   Status set_l2_entry(uint64_t guest_offset, L2Entry e);
 
  private:
+  // Steps of open().
+  Status check_features() const;
+  Status load_l1();
+  Status create_caches();
+  Status open_backing(int depth, std::vector<std::string>& chain);
+  Status prepare_for_writing();
+
   Status check_writable() const;
   Status load_snapshot_l1(const std::string& id_or_name);
   Status check_range(uint64_t offset, uint64_t length) const;
@@ -82,35 +102,50 @@ class Qcow2Driver final : public Driver {
   Result<uint64_t> ensure_l2_writable(uint64_t guest_offset);
   Result<uint64_t> l2_slice_position(uint64_t l2_offset, uint64_t guest_offset, uint64_t* in_slice);
   bool can_write_in_place(L2Entry e) const;
+  Status write_guest(uint64_t offset, std::span<const uint8_t> buf, Compress compress);  // write() without guard()
   Status write_in_place(uint64_t offset, std::span<const uint8_t> buf, uint64_t* done);
   Status write_allocating(uint64_t offset, std::span<const uint8_t> buf, uint64_t* done);
   Status write_compressed_cluster(uint64_t guest_cluster, std::span<const uint8_t> data);
+  // The public operations without guard() (they call each other).
+  Status read_guest(uint64_t offset, std::span<uint8_t> buf);
+  Status zero_guest(uint64_t offset, uint64_t length, Unmap unmap);
+  Status discard_guest(uint64_t offset, uint64_t length);
+  Status store_compressed_cluster(uint64_t offset, std::span<const uint8_t> compressed);
   Result<uint64_t> alloc_compressed_bytes(uint64_t size);
   Status release_host(L2Entry old);  // schedules the old host cluster(s) of an entry for freeing
   Status zero_units(uint64_t offset, uint64_t length, Unmap unmap);
-  Status write_header_field(uint32_t offset, std::span<const uint8_t> bytes);
-  Status update_incompatible(uint64_t set, uint64_t clear);
   Status grow_l1(uint64_t entries);
+  Status flush_metadata();  // flush() without the corruption guard (used inside operations)
+  // The one writer of the in-memory active L1 table: keeps the overlap map in step.
+  void set_l1_entry(uint64_t index, uint64_t entry);
+  // Registers the structures the header points at (see meta/overlap.hpp).
+  Status register_metadata();
+  // Marks the image corrupt (once) and builds the error for `what` (QEMU's qcow2_signal_corruption).
+  Status signal_corruption(const std::string& what);
+  // Marks the image corrupt when `s` reports corruption found while the image is writable.
+  Status guard(Status s);
   // Encryption (crypt.cpp): header checks and unlocking at open, and the data path.
   Status open_crypto();
-  bool encrypted_io() const { return header_.crypt_method != 0; }
+  bool encrypted_io() const { return header_->crypt_method != 0; }
   // Decrypts/encrypts data at guest offset `guest` stored at host offset `host` (512-aligned).
   Status crypt_data(bool encrypt, uint64_t guest, uint64_t host, std::span<uint8_t> buf);
   Status read_encrypted(uint64_t guest, uint64_t host, std::span<uint8_t> out);
 
   std::unique_ptr<File> file_;
   OpenOptions options_;
+  ImageFile io_;
   bool writable_ = false;
-  Header header_;
+  HeaderStore header_;
   Geometry geo_;
-  WriteBarrier barrier_;
+  bool corruption_signalled_ = false;
   std::unique_ptr<TableCache> l2_cache_;
   std::unique_ptr<Refcounts> refcounts_;
+  uint64_t refcount_cache_slices_ = 4;
   std::vector<uint64_t> l1_;
   bool l1_dirty_ = false;
   std::unique_ptr<Driver> backing_;
   std::string backing_path_;
-  std::vector<SnapshotInfo> snapshots_;
+  std::vector<SnapshotEntry> snapshots_;
   std::vector<BitmapInfo> bitmaps_;  // for info; empty when the directory is stale or broken
   uint64_t snapshot_table_bytes_ = 0;
   uint64_t file_size_ = 0;        // host file size as last known

@@ -29,10 +29,7 @@ Result<L2Entry> Qcow2Driver::get_l2_entry(uint64_t guest_offset) {
     Status s = p.status();
     return s.prepend(fmt::format("{}: L1 index {:#x}: ", file_->path(), l1i));
   }
-  L2Entry e;
-  e.word = load_be64(*p + in_slice);
-  if (geo_.extended_l2) e.bitmap = load_be64(*p + in_slice + 8);
-  return e;
+  return load_l2_entry(*p + in_slice, geo_, 0);
 }
 
 Status Qcow2Driver::set_l2_entry(uint64_t guest_offset, L2Entry e) {
@@ -41,16 +38,15 @@ Status Qcow2Driver::set_l2_entry(uint64_t guest_offset, L2Entry e) {
   uint64_t in_slice;
   QCOW_ASSIGN_OR_RETURN(uint64_t slice_off, l2_slice_position(l2_offset, guest_offset, &in_slice));
   QCOW_ASSIGN_OR_RETURN(uint8_t * p, l2_cache_->get(slice_off));
-  store_be64(p + in_slice, e.word);
-  if (geo_.extended_l2) store_be64(p + in_slice + 8, e.bitmap);
+  store_l2_entry(p + in_slice, geo_, 0, e);
   l2_cache_->mark_dirty(slice_off);
   return Status::ok();
 }
 
 Status Qcow2Driver::check_range(uint64_t offset, uint64_t length) const {
-  if (offset > header_.size || length > header_.size - offset)
+  if (offset > header_->size || length > header_->size - offset)
     return Status::invalid(fmt::format("{}: request [{:#x}, +{:#x}) is beyond the end of the image ({} bytes)", file_->path(),
-                                       offset, length, header_.size));
+                                       offset, length, header_->size));
   return Status::ok();
 }
 
@@ -136,7 +132,7 @@ Status Qcow2Driver::read_compressed(L2Entry e, uint64_t guest_cluster, std::span
     QCOW_ASSIGN_OR_RETURN(size_t got, file_->read_at(ce.offset, in));
     (void)got;  // a final partial sector past EOF reads as zeros
     ccache_.resize(geo_.cluster_size);
-    Status s = compress::decompress(CompressionType(header_.compression_type), in, ccache_);
+    Status s = compress::decompress(CompressionType(header_->compression_type), in, ccache_);
     if (!s.is_ok()) {
       ccache_valid_ = false;
       return s.prepend(fmt::format("{}: guest offset {:#x}: ", file_->path(), guest_cluster));
@@ -148,7 +144,9 @@ Status Qcow2Driver::read_compressed(L2Entry e, uint64_t guest_cluster, std::span
   return Status::ok();
 }
 
-Status Qcow2Driver::read(uint64_t offset, std::span<uint8_t> buf) {
+Status Qcow2Driver::read(uint64_t offset, std::span<uint8_t> buf) { return guard(read_guest(offset, buf)); }
+
+Status Qcow2Driver::read_guest(uint64_t offset, std::span<uint8_t> buf) {
   QCOW_TRY(check_range(offset, buf.size()));
   uint64_t pos = offset;
   const uint64_t end = offset + buf.size();
@@ -190,12 +188,12 @@ Status Qcow2Driver::read(uint64_t offset, std::span<uint8_t> buf) {
 }
 
 Status Qcow2Driver::read_view(uint64_t offset, std::span<uint8_t> buf) {
-  if (offset >= header_.size) {
+  if (offset >= header_->size) {
     std::memset(buf.data(), 0, buf.size());
     return Status::ok();
   }
-  uint64_t n = std::min<uint64_t>(buf.size(), header_.size - offset);
-  QCOW_TRY(read(offset, buf.first(n)));
+  uint64_t n = std::min<uint64_t>(buf.size(), header_->size - offset);
+  QCOW_TRY(read_guest(offset, buf.first(n)));
   if (n < buf.size()) std::memset(buf.data() + n, 0, buf.size() - n);
   return Status::ok();
 }
@@ -215,7 +213,7 @@ Result<bool> Qcow2Driver::detect_metadata_preallocation() {
   uint64_t real_clusters = allocated / geo_.cluster_size;
   uint64_t threshold = std::max(real_clusters * 10 / 9, real_clusters + 2);
   if (!writable_ && refcounts_->reftable().empty())
-    QCOW_TRY(refcounts_->load(header_.refcount_table_offset, header_.refcount_table_clusters));
+    QCOW_TRY(refcounts_->load(header_->refcount_table_offset, header_->refcount_table_clusters));
   uint64_t end_cluster = div_round_up(file_length, geo_.cluster_size), count = 0;
   for (uint64_t c = 0; c < end_cluster && count < threshold; ++c) {
     QCOW_ASSIGN_OR_RETURN(uint64_t rc, refcounts_->get(c));

@@ -3,13 +3,15 @@
 
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
+#include "format/snapshot_table.hpp"
 #include "qcow2/qcow2_driver.hpp"
 
 namespace qcow {
 
-Result<std::vector<SnapshotInfo>> load_snapshot_table(File& file, const Header& h, uint64_t file_size, uint64_t* table_bytes) {
+Result<std::vector<SnapshotEntry>> load_snapshot_table(File& file, const Header& h, uint64_t file_size,
+                                                       uint64_t* table_bytes) {
   *table_bytes = 0;
-  std::vector<SnapshotInfo> out;
+  std::vector<SnapshotEntry> out;
   if (h.nb_snapshots == 0) return out;
   const uint64_t cs = h.cluster_size();
   if (h.snapshots_offset & (cs - 1))
@@ -18,37 +20,30 @@ Result<std::vector<SnapshotInfo>> load_snapshot_table(File& file, const Header& 
     return Status::corrupt(fmt::format("snapshot table offset {:#x} is outside the file", h.snapshots_offset));
   uint64_t off = h.snapshots_offset;
   const uint64_t l1_max_entries = kMaxL1Bytes / 8;
+  std::vector<uint8_t> entry;
   for (uint32_t i = 0; i < h.nb_snapshots; ++i) {
     if (off - h.snapshots_offset > kMaxSnapshotTableBytes) return Status::limit("snapshot table larger than 64 MiB");
-    uint8_t fixed[40];
+    uint8_t fixed[kSnapshotFixedBytes];
     QCOW_ASSIGN_OR_RETURN(size_t got, file.read_at(off, fixed));
     if (got < sizeof fixed) return Status::corrupt(fmt::format("snapshot table entry {} at {:#x} is truncated", i, off));
-    SnapshotInfo s;
-    s.l1_table_offset = load_be64(fixed);
-    s.l1_size = load_be32(fixed + 8);
-    uint16_t id_len = load_be16(fixed + 12), name_len = load_be16(fixed + 14);
-    s.date_sec = load_be32(fixed + 16);
-    s.date_nsec = load_be32(fixed + 20);
-    s.vm_clock_nsec = load_be64(fixed + 24);
-    s.vm_state_size = load_be32(fixed + 32);
-    uint32_t extra = load_be32(fixed + 36);
-    if (extra > kMaxSnapshotExtraData)
-      return Status::limit(fmt::format("snapshot {} extra data too large ({} bytes)", i, extra));
-    std::vector<uint8_t> var(extra + id_len + name_len);
-    QCOW_ASSIGN_OR_RETURN(got, file.read_at(off + 40, var));
-    if (got < var.size()) return Status::corrupt(fmt::format("snapshot table entry {} at {:#x} is truncated", i, off));
-    if (extra >= 8) s.vm_state_size = load_be64(var.data());
-    if (extra >= 16) s.disk_size = load_be64(var.data() + 8);
-    if (extra >= 24) s.icount = load_be64(var.data() + 16);
-    s.id.assign(reinterpret_cast<const char*>(var.data() + extra), id_len);
-    s.name.assign(reinterpret_cast<const char*>(var.data() + extra + id_len), name_len);
+    auto length = snapshot_entry_length(fixed);
+    if (!length) {
+      Status st = length.status();
+      return st.prepend(fmt::format("snapshot {}: ", i));
+    }
+    entry.resize(*length);
+    QCOW_ASSIGN_OR_RETURN(got, file.read_at(off, entry));
+    // The padding after the last entry may be missing at the end of the file.
+    const uint64_t unpadded = kSnapshotFixedBytes + load_be32(fixed + 36) + load_be16(fixed + 12) + load_be16(fixed + 14);
+    if (got < unpadded) return Status::corrupt(fmt::format("snapshot table entry {} at {:#x} is truncated", i, off));
+    SnapshotEntry s = parse_snapshot_entry(entry);
     if (s.l1_size > l1_max_entries) return Status::limit(fmt::format("snapshot '{}' L1 table too large", s.name));
-    if (s.l1_size && ((s.l1_table_offset & (cs - 1)) || s.l1_table_offset < cs ||
-                      s.l1_table_offset + uint64_t(s.l1_size) * 8 > file_size))
+    if (s.l1_size && ((s.l1_table_offset & (cs - 1)) || s.l1_table_offset < cs || s.l1_table_offset > file_size ||
+                      uint64_t(s.l1_size) * 8 > file_size - s.l1_table_offset))
       return Status::corrupt(fmt::format("snapshot '{}' L1 table at {:#x} is unaligned or outside the file", s.name,
                                          s.l1_table_offset));
     out.push_back(std::move(s));
-    off += align_up(40 + var.size(), 8);
+    off += *length;
   }
   *table_bytes = off - h.snapshots_offset;
   return out;

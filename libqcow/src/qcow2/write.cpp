@@ -19,7 +19,7 @@ constexpr uint64_t kMaxBatchBytes = 32ull << 20;  // bounds the copy-on-write bu
 
 Status Qcow2Driver::check_writable() const {
   if (!writable_) return Status::error(ErrorCode::kReadOnly, fmt::format("{}: image is opened read-only", file_->path()));
-  if (header_.incompatible_features & kIncompatCorrupt)
+  if (header_->incompatible_features & kIncompatCorrupt)
     return Status::error(ErrorCode::kReadOnly, fmt::format("{}: image is marked corrupt; writes are refused", file_->path()));
   return Status::ok();
 }
@@ -43,12 +43,10 @@ Result<uint64_t> Qcow2Driver::ensure_l2_writable(uint64_t guest_offset) {
     if (got < table.size()) return Status::corrupt(fmt::format("{}: L2 table at {:#x} beyond the end of the file", file_->path(), old));
     refcounts_->free_later(old, 1);
   }
-  QCOW_TRY(file_->write_at(fresh, table));
-  barrier_.note_write();
+  QCOW_TRY(io_.write_metadata(Structure::kActiveL2, fresh, table));
   file_size_ = std::max(file_size_, fresh + geo_.cluster_size);
   alloc_end_ = std::max(alloc_end_, fresh + geo_.cluster_size);
-  l1_[l1i] = fresh | kOflagCopied;
-  l1_dirty_ = true;
+  set_l1_entry(l1i, fresh | kOflagCopied);
   return fresh;
 }
 
@@ -68,6 +66,10 @@ Status Qcow2Driver::release_host(L2Entry old) {
 }
 
 Status Qcow2Driver::write(uint64_t offset, std::span<const uint8_t> buf, Compress compress) {
+  return guard(write_guest(offset, buf, compress));
+}
+
+Status Qcow2Driver::write_guest(uint64_t offset, std::span<const uint8_t> buf, Compress compress) {
   QCOW_TRY(check_writable());
   QCOW_TRY(check_range(offset, buf.size()));
   if (compress == Compress::kYes) {
@@ -75,7 +77,7 @@ Status Qcow2Driver::write(uint64_t offset, std::span<const uint8_t> buf, Compres
       return Status::invalid(fmt::format("{}: compressed writes must start on a cluster boundary", file_->path()));
     for (uint64_t done = 0; done < buf.size(); done += geo_.cluster_size) {
       uint64_t n = std::min<uint64_t>(geo_.cluster_size, buf.size() - done);
-      if (n < geo_.cluster_size && offset + done + n != header_.size)
+      if (n < geo_.cluster_size && offset + done + n != header_->size)
         return Status::invalid(fmt::format("{}: compressed writes must cover whole clusters", file_->path()));
       QCOW_TRY(write_compressed_cluster(offset + done, buf.subspan(done, n)));
     }
@@ -87,7 +89,7 @@ Status Qcow2Driver::write(uint64_t offset, std::span<const uint8_t> buf, Compres
     std::vector<uint8_t> unit(b - a);
     QCOW_TRY(read_view(a, unit));
     std::memcpy(unit.data() + (offset - a), buf.data(), buf.size());
-    return write(a, unit, compress);
+    return write_guest(a, unit, compress);
   }
   uint64_t done = 0;
   while (done < buf.size()) {
@@ -97,7 +99,7 @@ Status Qcow2Driver::write(uint64_t offset, std::span<const uint8_t> buf, Compres
     else QCOW_TRY(write_allocating(offset + done, buf.subspan(done), &n));
     done += n;
   }
-  if (options_.cache == CacheMode::kWritethrough) QCOW_TRY(flush());
+  if (options_.cache == CacheMode::kWritethrough) QCOW_TRY(flush_metadata());
   return Status::ok();
 }
 
@@ -154,17 +156,15 @@ Status Qcow2Driver::write_in_place(uint64_t pos, std::span<const uint8_t> data, 
     constexpr uint64_t kMinZeroRange = 4096;
     const uint64_t head = pos - ws, tail = we - run_end;
     if (head >= kMinZeroRange && buffer_is_zero(out.data(), head)) {
-      QCOW_TRY(file_->zero_range(host + (ws - cstart), head));
+      QCOW_TRY(io_.zero_data(host + (ws - cstart), head));
       from = head;
     }
     if (tail >= kMinZeroRange && buffer_is_zero(out.data() + (run_end - ws), tail)) {
-      QCOW_TRY(file_->zero_range(host + (run_end - cstart), tail));
+      QCOW_TRY(io_.zero_data(host + (run_end - cstart), tail));
       to = run_end - ws;
     }
   }
-  Status s = file_->write_at(host + (ws - cstart) + from, out.subspan(from, to - from));
-  if (!s.is_ok()) return s;
-  barrier_.note_write();
+  QCOW_TRY(io_.write_data(host + (ws - cstart) + from, out.subspan(from, to - from)));
   file_size_ = std::max(file_size_, host + (we - cstart));
   // Entries: clear the zero flag / set allocation bits where they changed.
   for (size_t i = 0; i < entries.size(); ++i) {
@@ -224,7 +224,7 @@ Status Qcow2Driver::write_allocating(uint64_t pos, std::span<const uint8_t> data
   QCOW_ASSIGN_OR_RETURN(uint64_t host, refcounts_->alloc(n));
   const bool fresh = host >= file_size_;
   if (options_.alloc == AllocPolicy::kReserve) {
-    QCOW_TRY(file_->allocate(host, n * cs));
+    QCOW_TRY(io_.allocate_data(host, n * cs));
     file_size_ = std::max(file_size_, host + n * cs);
   }
   const uint64_t buf_guest = cstart + range[0].first;
@@ -247,15 +247,14 @@ Status Qcow2Driver::write_allocating(uint64_t pos, std::span<const uint8_t> data
   if (fresh && !direct && !encrypted_io()) {
     if (buffer_is_zero(out, head)) w0 = head;
     if (buffer_is_zero(out + tail_at, buf_len - tail_at)) w1 = tail_at;
-    if ((w0 || w1 < buf_len) && options_.alloc != AllocPolicy::kReserve) QCOW_TRY(file_->allocate(host_buf, buf_len));
+    if ((w0 || w1 < buf_len) && options_.alloc != AllocPolicy::kReserve) QCOW_TRY(io_.allocate_data(host_buf, buf_len));
   }
   if (encrypted_io()) {  // encrypt a copy, never the caller's buffer
     if (direct) scratch_.assign(data.data(), data.data() + buf_len);
     QCOW_TRY(crypt_data(true, buf_guest, host_buf, std::span(scratch_).first(buf_len)));
     out = scratch_.data();
   }
-  QCOW_TRY(file_->write_at(host_buf + w0, std::span<const uint8_t>(out + w0, w1 - w0)));
-  barrier_.note_write();
+  QCOW_TRY(io_.write_data(host_buf + w0, std::span<const uint8_t>(out + w0, w1 - w0)));
   file_size_ = std::max(file_size_, host_buf + w1);
   alloc_end_ = std::max(alloc_end_, host + n * cs);
 

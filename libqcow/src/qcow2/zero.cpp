@@ -21,7 +21,7 @@ Status Qcow2Driver::zero_units(uint64_t offset, uint64_t length, Unmap unmap) {
     uint64_t piece_end = std::min(end, cg + cs);
     QCOW_ASSIGN_OR_RETURN(L2Entry e, get_l2_entry(pos));
     L2Entry ne = e;
-    bool whole = pos == cg && (piece_end == cg + cs || piece_end == header_.size);
+    bool whole = pos == cg && (piece_end == cg + cs || piece_end == header_->size);
     if (!geo_.extended_l2) {
       // Keep a preallocated host cluster unless asked to unmap (QEMU does the same).
       if (unmap == Unmap::kYes || e.compressed() || !e.copied() || !e.host_offset()) {
@@ -40,7 +40,7 @@ Status Qcow2Driver::zero_units(uint64_t offset, uint64_t length, Unmap unmap) {
       if (e.compressed()) {
         // Compressed clusters have no subclusters: write real zeros (copy-on-write to a normal cluster).
         std::vector<uint8_t> z(piece_end - pos, 0);
-        QCOW_TRY(write(pos, z, Compress::kNo));
+        QCOW_TRY(write_guest(pos, z, Compress::kNo));
         pos = piece_end;
         continue;
       }
@@ -57,6 +57,10 @@ Status Qcow2Driver::zero_units(uint64_t offset, uint64_t length, Unmap unmap) {
 }
 
 Status Qcow2Driver::write_zeroes(uint64_t offset, uint64_t length, Unmap unmap) {
+  return guard(zero_guest(offset, length, unmap));
+}
+
+Status Qcow2Driver::zero_guest(uint64_t offset, uint64_t length, Unmap unmap) {
   QCOW_TRY(check_writable());
   QCOW_TRY(check_range(offset, length));
   if (!length) return Status::ok();
@@ -65,37 +69,45 @@ Status Qcow2Driver::write_zeroes(uint64_t offset, uint64_t length, Unmap unmap) 
     std::vector<uint8_t> z(std::min<uint64_t>(len, 4ull << 20), 0);
     for (uint64_t d = 0; d < len; d += z.size()) {
       uint64_t n = std::min<uint64_t>(z.size(), len - d);
-      QCOW_TRY(write(off + d, std::span<const uint8_t>(z.data(), n), Compress::kNo));
+      QCOW_TRY(write_guest(off + d, std::span<const uint8_t>(z.data(), n), Compress::kNo));
     }
     return Status::ok();
   };
-  if (header_.version < 3) return explicit_zeros(offset, length);  // v2 has no zero flag
+  if (header_->version < 3) return explicit_zeros(offset, length);  // v2 has no zero flag
   uint64_t a = align_up(offset, unit), b = std::max(a, align_down(offset + length, unit));
-  if (offset + length == header_.size) b = std::max(a, offset + length);  // the final partial unit
+  if (offset + length == header_->size) b = std::max(a, offset + length);  // the final partial unit
   if (a >= offset + length) {  // within one unit
     return explicit_zeros(offset, length);
   }
   if (offset < a) QCOW_TRY(explicit_zeros(offset, a - offset));
   if (a < b) QCOW_TRY(zero_units(a, b - a, unmap));
   if (b < offset + length) QCOW_TRY(explicit_zeros(b, offset + length - b));
-  if (options_.cache == CacheMode::kWritethrough) QCOW_TRY(flush());
+  if (options_.cache == CacheMode::kWritethrough) QCOW_TRY(flush_metadata());
   return Status::ok();
 }
 
 Status Qcow2Driver::discard(uint64_t offset, uint64_t length) {
+  return guard(discard_guest(offset, length));
+}
+
+Status Qcow2Driver::discard_guest(uint64_t offset, uint64_t length) {
   QCOW_TRY(check_writable());
   QCOW_TRY(check_range(offset, length));
+  // Version 2 cannot mark a cluster as reading zeros, so dropping it would expose the
+  // backing file's stale data: QEMU refuses such discards (ENOTSUP, which its callers
+  // take as success) and the data stays. So do we.
+  if (header_->version < 3 && !header_->backing_file.empty()) return Status::ok();
   const uint64_t cs = geo_.cluster_size;
   // Only whole clusters are discarded (the image end counts as a boundary), like QEMU.
   uint64_t a = align_up(offset, cs);
-  uint64_t b = offset + length == header_.size ? offset + length : align_down(offset + length, cs);
+  uint64_t b = offset + length == header_->size ? offset + length : align_down(offset + length, cs);
   for (uint64_t pos = a; pos < b; pos += cs) {
     QCOW_ASSIGN_OR_RETURN(L2Entry e, get_l2_entry(pos));
     bool allocated = e.compressed() || (e.host_offset() && (geo_.extended_l2 || !(e.word & kOflagZero)));
     L2Entry ne;
     if (backing_ || allocated) {
       if (geo_.extended_l2) ne.bitmap = kL2BitmapAllZero;
-      else if (header_.version >= 3) ne.word = kOflagZero;
+      else if (header_->version >= 3) ne.word = kOflagZero;
     }
     if (ne == e) continue;
     QCOW_TRY(ensure_l2_writable(pos).status());
@@ -137,13 +149,17 @@ Result<uint64_t> Qcow2Driver::alloc_compressed_bytes(uint64_t size) {
 Status Qcow2Driver::write_compressed_cluster(uint64_t guest, std::span<const uint8_t> data) {
   if (encrypted_io()) return Status::unsupported(fmt::format("{}: compressed writes are not supported on encrypted images", file_->path()));
   std::vector<uint8_t> out(geo_.cluster_size - 1);  // must come out smaller than a cluster, as QEMU requires
-  QCOW_ASSIGN_OR_RETURN(size_t csize, compress_cluster(CompressionType(header_.compression_type),
+  QCOW_ASSIGN_OR_RETURN(size_t csize, compress_cluster(CompressionType(header_->compression_type),
                                                        uint32_t(geo_.cluster_size), data, out));
-  if (csize == 0) return write(guest, data, Compress::kNo);  // incompressible: store normally
-  return store_compressed(guest, std::span<const uint8_t>(out.data(), csize));
+  if (csize == 0) return write_guest(guest, data, Compress::kNo);  // incompressible: store normally
+  return store_compressed_cluster(guest, std::span<const uint8_t>(out.data(), csize));
 }
 
 Status Qcow2Driver::store_compressed(uint64_t guest, std::span<const uint8_t> compressed) {
+  return guard(store_compressed_cluster(guest, compressed));
+}
+
+Status Qcow2Driver::store_compressed_cluster(uint64_t guest, std::span<const uint8_t> compressed) {
   QCOW_TRY(check_writable());
   if (encrypted_io()) return Status::unsupported(fmt::format("{}: compressed writes are not supported on encrypted images", file_->path()));
   QCOW_TRY(check_range(guest, 1));
@@ -156,8 +172,7 @@ Status Qcow2Driver::store_compressed(uint64_t guest, std::span<const uint8_t> co
   QCOW_ASSIGN_OR_RETURN(uint64_t host, alloc_compressed_bytes(csize));
   if (host + csize > (uint64_t(1) << geo_.csize_shift()))
     return Status::error(ErrorCode::kNoSpace, "compressed cluster offset beyond the descriptor's range");
-  QCOW_TRY(file_->write_at(host, compressed));
-  barrier_.note_write();
+  QCOW_TRY(io_.write_data(host, compressed));
   file_size_ = std::max(file_size_, host + csize);
   L2Entry ne;
   ne.word = encode_compressed(geo_, host, csize);

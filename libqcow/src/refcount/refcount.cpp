@@ -6,6 +6,7 @@
 
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
+#include "meta/tables.hpp"
 
 namespace qcow {
 
@@ -36,9 +37,8 @@ void set_refcount_entry(uint8_t* b, uint32_t order, uint64_t i, uint64_t v) {
   }
 }
 
-Refcounts::Refcounts(File* file, WriteBarrier* barrier, const Geometry& geo, size_t cache_slices)
-    : file_(file), barrier_(barrier), geo_(geo),
-      cache_(file, barrier, geo.cluster_size, cache_slices, "refcount block") {}
+Refcounts::Refcounts(ImageFile* file, const Geometry& geo, size_t cache_slices)
+    : file_(file), geo_(geo), cache_(file, Structure::kRefcountBlock, geo.cluster_size, cache_slices) {}
 
 Status Refcounts::load(uint64_t offset, uint32_t clusters) {
   uint64_t bytes = uint64_t(clusters) << geo_.cluster_bits;
@@ -47,14 +47,28 @@ Status Refcounts::load(uint64_t offset, uint32_t clusters) {
     return Status::limit(fmt::format("refcount table of {} clusters is larger than the 8 MiB limit", clusters));
   if (offset & (geo_.cluster_size - 1))
     return Status::corrupt(fmt::format("refcount table offset {:#x} is not cluster aligned", offset));
-  std::vector<uint8_t> buf(bytes);
-  QCOW_ASSIGN_OR_RETURN(size_t got, file_->read_at(offset, buf));
-  if (got < bytes) return Status::corrupt(fmt::format("refcount table at {:#x} extends beyond the end of the file", offset));
-  reftable_.resize(bytes / 8);
-  for (size_t i = 0; i < reftable_.size(); ++i) reftable_[i] = load_be64(buf.data() + 8 * i);
+  QCOW_ASSIGN_OR_RETURN(reftable_, load_table(*file_, offset, bytes / 8, "refcount table"));
   reftable_offset_ = offset;
   reftable_clusters_ = clusters;
+  file_->overlaps().clear(Structure::kRefcountTable);
+  file_->overlaps().clear(Structure::kRefcountBlock);
+  register_table();
+  for (uint64_t e : reftable_)
+    if (e & kReftOffsetMask) register_block(e & kReftOffsetMask);
   return Status::ok();
+}
+
+void Refcounts::register_table() {
+  if (file_->tracks(Structure::kRefcountTable))
+    file_->overlaps().add(Structure::kRefcountTable, reftable_offset_, uint64_t(reftable_clusters_) << geo_.cluster_bits);
+}
+
+void Refcounts::register_block(uint64_t offset) {
+  if (file_->tracks(Structure::kRefcountBlock)) file_->overlaps().add(Structure::kRefcountBlock, offset, geo_.cluster_size);
+}
+
+Status Refcounts::check_unused(uint64_t first_cluster, uint64_t n) {
+  return file_->check_free(first_cluster << geo_.cluster_bits, n << geo_.cluster_bits, "newly allocated cluster");
 }
 
 Result<uint64_t> Refcounts::block_offset(uint64_t rt_index) {
@@ -155,14 +169,12 @@ Status Refcounts::create_blocks(uint64_t first_cluster, const std::vector<uint64
   }
   // The blocks (and the counts of their clusters) must be durable before the table entries.
   QCOW_TRY(cache_.flush());
-  QCOW_TRY(barrier_->barrier());
+  QCOW_TRY(file_->barrier());
   for (uint64_t j = 0; j < k; ++j) {
     uint64_t off = (first_cluster + j) << geo_.cluster_bits;
-    uint8_t e[8];
-    store_be64(e, off);
-    QCOW_TRY(file_->write_at(reftable_offset_ + ranges[j] * 8, e));
-    barrier_->note_write();
+    QCOW_TRY(store_table_entry(*file_, Structure::kRefcountTable, reftable_offset_, ranges[j], off));
     reftable_[ranges[j]] = off;
+    register_block(off);
   }
   return Status::ok();
 }
@@ -175,6 +187,7 @@ Status Refcounts::grow_table(uint64_t needed) {
   for (int iter = 0;; ++iter) {
     if (iter > 64) return Status::internal("refcount table growth did not converge");
     QCOW_ASSIGN_OR_RETURN(area, find_free_run(free_hint_, table_clusters + spare));
+    QCOW_TRY(check_unused(area, table_clusters + spare));
     uint64_t area_end = area + table_clusters + spare;
     new_blocks.clear();
     for (uint64_t rt = area >> geo_.refblock_bits; rt <= (area_end - 1) >> geo_.refblock_bits; ++rt) {
@@ -206,21 +219,21 @@ Status Refcounts::grow_table(uint64_t needed) {
       QCOW_TRY(update(c, 1));
     }
   }
-  for (size_t j = 0; j < blocks.size(); ++j) {
-    QCOW_TRY(file_->write_at((area + j) << geo_.cluster_bits, blocks[j]));
-  }
-  std::vector<uint8_t> raw(table.size() * 8);
-  for (size_t i = 0; i < table.size(); ++i) store_be64(raw.data() + 8 * i, table[i]);
-  QCOW_TRY(file_->write_at(table_cluster << geo_.cluster_bits, raw));
-  barrier_->note_write();
+  for (size_t j = 0; j < blocks.size(); ++j)
+    QCOW_TRY(file_->write_metadata(Structure::kRefcountBlock, (area + j) << geo_.cluster_bits, blocks[j]));
+  QCOW_TRY(store_table(*file_, Structure::kRefcountTable, table_cluster << geo_.cluster_bits, table, table.size() * 8));
   QCOW_TRY(cache_.flush());
-  QCOW_TRY(barrier_->force());
+  QCOW_TRY(file_->flush());
   if (!on_moved_) return Status::internal("refcount table moved without a header writer");
   QCOW_TRY(on_moved_(table_cluster << geo_.cluster_bits, uint32_t(table_clusters)));
   uint64_t old_offset = reftable_offset_, old_clusters = reftable_clusters_;
+  if (file_->tracks(Structure::kRefcountTable))
+    file_->overlaps().remove(Structure::kRefcountTable, old_offset, old_clusters << geo_.cluster_bits);
   reftable_ = std::move(table);
   reftable_offset_ = table_cluster << geo_.cluster_bits;
   reftable_clusters_ = uint32_t(table_clusters);
+  register_table();
+  for (size_t j = 0; j < blocks.size(); ++j) register_block((area + j) << geo_.cluster_bits);
   // The header no longer points at the old table: free it now.
   for (uint64_t c = 0; c < old_clusters; ++c) QCOW_TRY(update((old_offset >> geo_.cluster_bits) + c, -1));
   return Status::ok();
@@ -234,6 +247,7 @@ Result<uint64_t> Refcounts::alloc(uint64_t n) {
   for (int attempt = 0; attempt < 1000; ++attempt) {
     uint64_t first_free = 0;
     QCOW_ASSIGN_OR_RETURN(uint64_t area, find_free_run(free_hint_, n + spare, &first_free));
+    QCOW_TRY(check_unused(area, n + spare));
     const uint64_t area_end = area + n + spare;
     const uint64_t last_rt = (area_end - 1) >> geo_.refblock_bits;
     if (last_rt >= reftable_.size()) {
@@ -271,6 +285,7 @@ Result<bool> Refcounts::try_alloc_at(uint64_t host_offset, uint64_t n) {
     QCOW_ASSIGN_OR_RETURN(uint64_t rc, get(c));
     if (rc) return false;
   }
+  QCOW_TRY(check_unused(c0, n));
   for (uint64_t c = c0; c < c0 + n; ++c) QCOW_TRY(update(c, 1));
   if (free_hint_ >= c0 && free_hint_ < c0 + n) free_hint_ = c0 + n;
   return true;

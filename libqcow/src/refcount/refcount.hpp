@@ -19,7 +19,7 @@
 
 #include "cache/table_cache.hpp"
 #include "map/geometry.hpp"
-#include "qcow/file.hpp"
+#include "meta/image_file.hpp"
 #include "qcow/status.hpp"
 
 namespace qcow {
@@ -29,11 +29,13 @@ void set_refcount_entry(uint8_t* block, uint32_t order, uint64_t index, uint64_t
 
 class Refcounts {
  public:
-  // Writes the new table location into the header (bytes 48-59) and makes it durable.
+  // Writes the new table location into the header and makes it durable.
   using ReftableMovedFn = std::function<Status(uint64_t offset, uint32_t clusters)>;
 
-  Refcounts(File* file, WriteBarrier* barrier, const Geometry& geo, size_t cache_slices);
+  Refcounts(ImageFile* file, const Geometry& geo, size_t cache_slices);
 
+  // Reads the refcount table and registers it and its blocks as metadata
+  // (replacing what an earlier load registered).
   Status load(uint64_t reftable_offset, uint32_t reftable_clusters);
   void set_reftable_moved(ReftableMovedFn fn) { on_moved_ = std::move(fn); }
 
@@ -64,9 +66,12 @@ class Refcounts {
   // Writes new refcount blocks for `ranges` at consecutive clusters from first_cluster.
   Status create_blocks(uint64_t first_cluster, const std::vector<uint64_t>& ranges);
   Status grow_table(uint64_t needed_index);
+  // Refuses a run of free clusters that metadata occupies (see the class comment).
+  Status check_unused(uint64_t first_cluster, uint64_t n);
+  void register_table();
+  void register_block(uint64_t offset);
 
-  File* file_;
-  WriteBarrier* barrier_;
+  ImageFile* file_;
   Geometry geo_;
   TableCache cache_;
   std::vector<uint64_t> reftable_;

@@ -1,0 +1,16 @@
+// Rebuilding the refcount structures from scratch: for images opened dirty
+// (lazy refcounts), check -r all when patching cannot work, and amend's
+// refcount_bits change (new_order). Writes new blocks and a new table past the
+// end of the file, then Qcow2Driver::install_refcounts() commits the switch.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "qcow2/qcow2_driver.hpp"
+
+namespace qcow {
+
+Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order);
+
+}  // namespace qcow

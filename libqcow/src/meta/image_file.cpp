@@ -1,0 +1,89 @@
+#include "meta/image_file.hpp"
+
+#include <fmt/format.h>
+
+namespace qcow {
+
+ImageFile::ImageFile(File* file, OverlapCheck level)
+    : file_(file), level_(level), mask_(overlap_mask(level)), map_(512) {}
+
+Status ImageFile::before_write() const {
+  if (sticky_.is_ok()) return Status::ok();
+  Status s = sticky_;
+  return s.prepend(fmt::format("{}: an earlier write or flush failed, so nothing more is written: ", path()));
+}
+
+// The first failure of the host file stays: see the class comment.
+Status ImageFile::after(Status s) {
+  if (!s.is_ok() && sticky_.is_ok()) sticky_ = s;
+  return s;
+}
+
+Status ImageFile::refuse_overlap(uint64_t offset, uint64_t length, StructureMask mask, const char* purpose) {
+  auto hit = map_.find(offset, length, mask);
+  if (!hit) return Status::ok();
+  std::string what = fmt::format("Preventing invalid write on metadata (overlaps with {} at {:#x}; {} at {:#x}, {} bytes)",
+                                 structure_name(hit->structure), hit->offset, purpose, offset, length);
+  if (on_corruption_) return on_corruption_(what);
+  return Status::corrupt(fmt::format("{}: {}", path(), what));
+}
+
+Status ImageFile::write_metadata(Structure what, uint64_t offset, std::span<const uint8_t> bytes) {
+  return write_metadata(structure_bit(what), structure_name(what), offset, bytes);
+}
+
+Status ImageFile::write_metadata(StructureMask ignored, const char* what, uint64_t offset, std::span<const uint8_t> bytes) {
+  return guarded(mask_ & ~ignored, what, offset, bytes.size(), [&] { return file_->write_at(offset, bytes); });
+}
+
+Status ImageFile::write_data(uint64_t offset, std::span<const uint8_t> bytes) {
+  return guarded(mask_, "guest data", offset, bytes.size(), [&] { return file_->write_at(offset, bytes); });
+}
+
+Status ImageFile::zero_data(uint64_t offset, uint64_t length) {
+  return guarded(mask_, "zeroed guest data", offset, length, [&] { return file_->zero_range(offset, length); });
+}
+
+Status ImageFile::allocate_data(uint64_t offset, uint64_t length) {
+  return guarded(mask_, "reserved guest data", offset, length, [&] { return file_->allocate(offset, length); });
+}
+
+// Every change to the file: refused after a failure or on metadata, latched when it fails.
+Status ImageFile::guarded(StructureMask mask, const char* what, uint64_t offset, uint64_t length,
+                          const std::function<Status()>& op) {
+  QCOW_TRY(before_write());
+  QCOW_TRY(refuse_overlap(offset, length, mask, what));
+  QCOW_TRY(after(op()));
+  pending_ = true;
+  return Status::ok();
+}
+
+Status ImageFile::check_free(uint64_t offset, uint64_t length, const char* purpose) {
+  return refuse_overlap(offset, length, mask_, purpose);
+}
+
+Status ImageFile::grow(uint64_t size) {
+  QCOW_TRY(before_write());
+  QCOW_ASSIGN_OR_RETURN(uint64_t current, file_->size());
+  if (size <= current) return Status::ok();
+  QCOW_TRY(after(file_->truncate(size)));
+  pending_ = true;
+  return Status::ok();
+}
+
+Status ImageFile::barrier() {
+  QCOW_TRY(before_write());
+  if (!pending_) return Status::ok();
+  QCOW_TRY(after(file_->flush()));
+  pending_ = false;
+  return Status::ok();
+}
+
+Status ImageFile::flush() {
+  QCOW_TRY(before_write());
+  QCOW_TRY(after(file_->flush()));
+  pending_ = false;
+  return Status::ok();
+}
+
+}  // namespace qcow

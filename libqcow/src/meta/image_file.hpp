@@ -1,0 +1,93 @@
+// ImageFile: the only way a qcow2 layer changes its host file.
+//
+// Three guarantees live here, so no caller can forget them:
+// - Overlap checks. A metadata write names the structure it writes and is
+//   checked against every other registered structure; a guest-data write (and
+//   a zeroed or reserved data range) is checked against all of them, at the
+//   image's overlap-check level. A hit is refused, and the corruption handler
+//   (the driver marks the image corrupt) decides the error returned.
+// - Write ordering. barrier() makes every write so far durable, flushing only
+//   when something was written since the last flush (QEMU's cache dependency
+//   flushes, without redundant fdatasyncs).
+// - Sticky errors. The first failed write, zero/allocate, truncate or flush is
+//   latched: every later write, barrier and flush fails with it, so nothing
+//   can report success, or write metadata that points at data whose write-back
+//   failed. QEMU latches failed flushes the same way (file-posix's
+//   page_cache_inconsistent). Reads keep working.
+//
+// Reads and the size come straight from the File (they change nothing).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+
+#include "meta/overlap.hpp"
+#include "qcow/file.hpp"
+#include "qcow/status.hpp"
+
+namespace qcow {
+
+class ImageFile {
+ public:
+  // Builds the Status a refused write returns; `what` describes the overlap.
+  using CorruptionFn = std::function<Status(const std::string& what)>;
+
+  // The cluster size is known once the header is parsed (set_cluster_size).
+  ImageFile(File* file, OverlapCheck level);
+  void set_cluster_size(uint64_t cluster_size) { map_.set_cluster_size(cluster_size); }
+  // A read-only image checks nothing (and its structures need no registration).
+  void disable_checks() { mask_ = 0; }
+
+  File& file() const { return *file_; }  // for reads; writes must use the methods below
+  const std::string& path() const { return file_->path(); }
+  Result<size_t> read_at(uint64_t offset, std::span<uint8_t> buf) const { return file_->read_at(offset, buf); }
+  Result<uint64_t> size() const { return file_->size(); }
+
+  OverlapMap& overlaps() { return map_; }
+  const OverlapMap& overlaps() const { return map_; }
+  // Whether the level keeps track of a structure (registering the others is wasted work).
+  bool tracks(Structure s) const { return mask_ & structure_bit(s); }
+  OverlapCheck level() const { return level_; }
+  void set_corruption_handler(CorruptionFn fn) { on_corruption_ = std::move(fn); }
+
+  // A write of metadata structure `what` (checked against every other structure).
+  Status write_metadata(Structure what, uint64_t offset, std::span<const uint8_t> bytes);
+  // The same, ignoring all of `ignored` (repairs patch tables that may be active or a
+  // snapshot's, as QEMU's check does).
+  Status write_metadata(StructureMask ignored, const char* what, uint64_t offset, std::span<const uint8_t> bytes);
+  // Guest data, and ranges of data clusters zeroed or reserved on the host.
+  Status write_data(uint64_t offset, std::span<const uint8_t> bytes);
+  Status zero_data(uint64_t offset, uint64_t length);
+  Status allocate_data(uint64_t offset, uint64_t length);
+  // Refuses [offset, offset+length) if it overlaps metadata (the allocator checks
+  // the clusters it hands out; `purpose` names the new use in the message).
+  Status check_free(uint64_t offset, uint64_t length, const char* purpose);
+  // Grows the file to `size` (never shrinks it).
+  Status grow(uint64_t size);
+
+  // Makes every earlier write durable; flushes only if anything was written since.
+  Status barrier();
+  // Flushes unconditionally.
+  Status flush();
+  // The latched failure, if any.
+  bool failed() const { return !sticky_.is_ok(); }
+  const Status& sticky_error() const { return sticky_; }
+
+ private:
+  Status refuse_overlap(uint64_t offset, uint64_t length, StructureMask mask, const char* purpose);
+  Status guarded(StructureMask mask, const char* what, uint64_t offset, uint64_t length, const std::function<Status()>& op);
+  Status before_write() const;
+  Status after(Status s);
+
+  File* file_;
+  OverlapCheck level_;
+  StructureMask mask_;
+  OverlapMap map_;
+  CorruptionFn on_corruption_;
+  bool pending_ = false;
+  Status sticky_;
+};
+
+}  // namespace qcow

@@ -1,0 +1,82 @@
+// Where the metadata of an image lies, and whether a write would land on it
+// (QEMU's overlap checks, qcow2_check_metadata_overlap in block/qcow2-refcount.c).
+//
+// Every structure is registered as byte ranges by the code that owns it (the
+// driver registers its L1 and L2 tables, Refcounts its table and blocks). A
+// query rounds the write out to whole clusters, as QEMU does, and names the
+// first structure of the mask it overlaps.
+//
+// Unlike QEMU, which scans the L1 and refcount tables on every write, the
+// ranges are kept sorted per structure, so a check costs a few map lookups
+// whatever the size of the tables.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+
+#include "qcow/image.hpp"
+
+namespace qcow {
+
+// The metadata structures of a qcow2 image, in QEMU's order (QCOW2_OL_*_BITNR),
+// plus the encryption header, which QEMU leaves unprotected (qimg checks it at
+// every level but none).
+enum class Structure : uint8_t {
+  kMainHeader,
+  kActiveL1,
+  kActiveL2,
+  kRefcountTable,
+  kRefcountBlock,
+  kSnapshotTable,
+  kInactiveL1,
+  kInactiveL2,
+  kBitmapDirectory,
+  kEncryptionHeader,
+};
+inline constexpr int kStructureCount = 10;
+
+using StructureMask = uint16_t;
+constexpr StructureMask structure_bit(Structure s) { return StructureMask(1u << unsigned(s)); }
+inline constexpr StructureMask kAllStructures = (1u << kStructureCount) - 1;
+
+// QEMU's names ("active L1 table", "refcount block", ...), as its messages print them.
+const char* structure_name(Structure s);
+
+// The structures each overlap-check level covers (QEMU's QCOW2_OL_CONSTANT,
+// QCOW2_OL_CACHED, QCOW2_OL_ALL).
+StructureMask overlap_mask(OverlapCheck level);
+
+struct OverlapHit {
+  Structure structure;
+  uint64_t offset;  // the structure's range
+  uint64_t length;
+};
+
+class OverlapMap {
+ public:
+  explicit OverlapMap(uint64_t cluster_size) : cluster_size_(cluster_size) {}
+  void set_cluster_size(uint64_t cluster_size) { cluster_size_ = cluster_size; }
+
+  // Registers one range of a structure (the same range may be registered twice,
+  // e.g. an L2 table referenced by two snapshots; each add needs its remove).
+  void add(Structure s, uint64_t offset, uint64_t length);
+  // Unregisters one earlier add() of exactly this range; no-op if there is none.
+  void remove(Structure s, uint64_t offset, uint64_t length);
+  void clear(Structure s);
+  // The first registered structure in `mask` that [offset, offset+length),
+  // rounded out to clusters, overlaps.
+  std::optional<OverlapHit> find(uint64_t offset, uint64_t length, StructureMask mask) const;
+  size_t count(Structure s) const { return ranges_[size_t(s)].by_start.size(); }
+
+ private:
+  struct Ranges {
+    std::multimap<uint64_t, uint64_t> by_start;  // offset -> length
+    uint64_t max_length = 0;                     // bounds the backward search of find()
+  };
+  uint64_t cluster_size_;
+  std::array<Ranges, kStructureCount> ranges_;
+};
+
+}  // namespace qcow
