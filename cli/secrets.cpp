@@ -9,6 +9,8 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "cli/output.hpp"
+
 namespace qimg {
 namespace {
 
@@ -140,6 +142,18 @@ qcow::Status apply_secret_options(std::string* filename, std::string* format, qc
         key_id = v;
       } else if (k == "file.driver" || k == "encrypt.format") {
         // file.driver=file is the only host driver; encrypt.format is read from the image
+      } else if (k == "overlap-check" || k == "overlap-check.template") {
+        auto level = qcow::parse_overlap_check(v);
+        if (!level)
+          return qcow::Status::invalid(fmt::format("Unsupported value '{}' for qcow2 option '{}'. Allowed are any of the "
+                                                   "following: none, constant, cached, all", v, k));
+        options->overlap_check = *level;
+      } else if (k == "l2-cache-size" || k == "l2-cache-entry-size" || k == "refcount-cache-size") {
+        uint64_t bytes = 0;
+        if (parse_size(v, &bytes) != SizeParse::kOk)
+          return qcow::Status::invalid(fmt::format("Parameter '{}' expects a non-negative number below 2^64", k));
+        (k == "l2-cache-size" ? options->l2_cache_size
+                              : k == "l2-cache-entry-size" ? options->l2_cache_entry_size : options->refcount_cache_size) = bytes;
       } else {
         return qcow::Status::invalid(fmt::format("Invalid --image-opts parameter '{}'", k));
       }

@@ -21,8 +21,10 @@ namespace qimg {
 void add_secret_options(CLI::App& app);
 
 // With --image-opts, replaces *filename (an option list) by file.filename and
-// *format by driver; then sets options->key_secret from encrypt.key-secret or
-// --key-secret. Unknown secret ids fail like qemu-img.
+// *format by driver, and takes qcow2's runtime options (overlap-check,
+// l2-cache-size, l2-cache-entry-size, refcount-cache-size); then sets
+// options->key_secret from encrypt.key-secret or --key-secret. Unknown secret
+// ids fail like qemu-img.
 qcow::Status apply_secret_options(std::string* filename, std::string* format, qcow::OpenOptions* options);
 
 // The bytes of the secret object `id` (for -o encrypt.key-secret=ID).

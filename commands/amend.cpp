@@ -55,6 +55,7 @@ int run_amend(const AmendOptions& o) {
     return fail(fmt::format("Format driver '{}' does not support option amendment", format));
   qcow::AmendOptions a;
   a.key_secret = open_options.key_secret;
+  a.overlap_check = open_options.overlap_check;
   std::optional<uint64_t> new_size;
   for (const auto& item : list.items) {
     const std::string& k = item.key;

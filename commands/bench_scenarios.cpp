@@ -76,11 +76,13 @@ struct Session {
   RunConfig config;
   std::shared_ptr<qcow::IoCounters> counters = std::make_shared<qcow::IoCounters>();
   std::optional<qcow::Image> image;
+  qcow::OverlapCheck overlap_check = qcow::OverlapCheck::kCached;
 
   qcow::Status open(bool writable) {
     qcow::OpenOptions oo;
     oo.format = format;
     oo.writable = writable;
+    oo.overlap_check = overlap_check;
     oo.cache = p.cache;
     oo.alloc = p.alloc;
     auto counters_copy = counters;
@@ -209,6 +211,19 @@ qcow::Result<std::vector<RunResult>> run_configuration(const ScenarioParams& p, 
     QCOW_ASSIGN_OR_RETURN(std::string backing, ensure_backing(p));
     list.items.push_back({"backing_file", backing});
     list.items.push_back({"backing_fmt", "raw"});
+  }
+  // overlap-check is an open option (QEMU's runtime option), not a creation option.
+  for (auto it = list.items.begin(); it != list.items.end();) {
+    if (it->key != "overlap-check") {
+      ++it;
+      continue;
+    }
+    auto level = qcow::parse_overlap_check(it->value);
+    if (!level)
+      return std::vector<RunResult>{skipped(c, s.options, fmt::format("Unsupported value '{}' for qcow2 option "
+                                                                      "'overlap-check'", it->value))};
+    s.overlap_check = *level;
+    it = list.items.erase(it);
   }
   CreateSpec spec;
   if (qcow::Status st = parse_create_options(list, s.format, &spec); !st) {

@@ -87,8 +87,9 @@ int run_check(const CheckOptions& o_arg) {
   if (qcow::Status s = parse_output_option(o.output, &output); !s) return fail(s);
   qcow::CheckOptions options;
   {
-    qcow::OpenOptions unused;  // check reads no guest data: the key is not needed
-    if (qcow::Status s = apply_secret_options(&o.filename, &o.format, &unused); !s) return fail(s);
+    qcow::OpenOptions image;  // check reads no guest data: the key is not needed
+    if (qcow::Status s = apply_secret_options(&o.filename, &o.format, &image); !s) return fail(s);
+    options.overlap_check = image.overlap_check;
   }
   if (qcow::Status s = parse_format_option(o.format, &options.format); !s) return fail(s);
   if (o.repair == "leaks") {

@@ -12,12 +12,16 @@
 
 #include "qcow/image.hpp"
 #include "support/guest_model.hpp"
+#include "support/image_util.hpp"
 #include "support/test_util.hpp"
 
 namespace {
 
 using namespace qcow;
 using qtest::Bytes;
+using qtest::open_rw;
+using qtest::require_ok;
+using qtest::open_ro;
 using qtest::GuestModel;
 
 struct Layout {
@@ -34,26 +38,6 @@ std::string describe(const Layout& l) {
 
 uint64_t l2_coverage(const Layout& l) {
   return uint64_t(l.cluster_size) * (l.cluster_size / (l.extended_l2 ? 16 : 8));
-}
-
-Image open_rw(const std::string& path, OpenOptions o = {}) {
-  o.writable = true;
-  auto r = Image::open(path, o);
-  INFO(r.status().message());
-  REQUIRE(r.is_ok());
-  return std::move(r).value();
-}
-
-Image open_ro(const std::string& path) {
-  auto r = Image::open(path);
-  INFO(r.status().message());
-  REQUIRE(r.is_ok());
-  return std::move(r).value();
-}
-
-void require_ok(const Status& s) {
-  INFO(s.message());
-  REQUIRE(s.is_ok());
 }
 
 struct Window {

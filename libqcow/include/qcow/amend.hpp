@@ -35,6 +35,7 @@ struct AmendOptions {
   // leave guest data where it is (lazy_refcounts, refcount_bits, backing_file,
   // backing_format, compat=1.1); the others give kUnsupported.
   std::optional<std::string> key_secret;
+  OverlapCheck overlap_check = OverlapCheck::kCached;  // checks on amend's writes
   std::function<void(double)> progress;    // fraction done, 0..1
   FileWrapFn wrap_file;                    // fault injection in tests
 };

@@ -32,6 +32,7 @@ struct CheckOptions {
   std::optional<Format> format;  // probed when empty
   Repair repair = Repair::kNone;
   bool force_share = false;      // -U: take no lock (read-only checks only)
+  OverlapCheck overlap_check = OverlapCheck::kCached;  // for the writes of a repair
   FileWrapFn wrap_file;          // decorates the image file (fault injection and recording in tests)
 };
 

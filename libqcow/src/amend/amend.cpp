@@ -344,6 +344,7 @@ Status amend_image(const std::string& path, const AmendOptions& o) {
     oo.writable = true;
     oo.wrap_file = o.wrap_file;
     oo.key_secret = o.key_secret;
+    oo.overlap_check = o.overlap_check;
     QCOW_ASSIGN_OR_RETURN(auto drv, open_driver(path, oo, 0));
     if (drv->format() != Format::kQcow2) return Status::unsupported(path + ": amend needs a qcow2 image");
     auto* d = static_cast<Qcow2Driver*>(drv.get());

@@ -53,6 +53,7 @@ Result<std::unique_ptr<Driver>> open_for_check(const std::string& path, const Ch
   oo.open_backing = false;  // check looks at this file only
   oo.repair_dirty = false;  // check -r repairs dirty images itself
   oo.repair = true;
+  oo.overlap_check = o.overlap_check;
   oo.wrap_file = o.wrap_file;
   return open_driver(path, oo, 0);
 }

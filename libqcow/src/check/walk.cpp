@@ -316,7 +316,10 @@ Status walk_refcounts(Qcow2Driver& d, WalkRefcountStructures mode, RefcountWalk&
   if (mode == WalkRefcountStructures::kInclude)
     w.ref(h.refcount_table_offset, uint64_t(h.refcount_table_clusters) << g.cluster_bits);
   if (h.crypto) w.ref(h.crypto->offset, h.crypto->length);
-  if (h.bitmaps && h.bitmaps->bitmap_directory_size) QCOW_TRY(w.bitmaps(*h.bitmaps));
+  // Without autoclear bit 0 the bitmaps extension is stale (a program unaware of
+  // bitmaps wrote the image): QEMU ignores it, and so counts none of its clusters.
+  if (h.bitmaps && h.bitmaps->bitmap_directory_size && (h.autoclear_features & kAutoclearBitmaps))
+    QCOW_TRY(w.bitmaps(*h.bitmaps));
   if (mode == WalkRefcountStructures::kInclude) QCOW_TRY(w.refblocks(h));
   return Status::ok();
 }

@@ -67,7 +67,8 @@ std::optional<OverlapHit> OverlapMap::find(uint64_t offset, uint64_t length, Str
   if (!length || !mask) return std::nullopt;
   // Whole clusters, as QEMU checks them (saturating at the top of the address space).
   const uint64_t start = align_down(offset, cluster_size_);
-  const uint64_t end = offset + length < offset ? UINT64_MAX : align_up(offset + length, cluster_size_);
+  const uint64_t end =
+      offset + length < offset || offset + length > UINT64_MAX - cluster_size_ ? UINT64_MAX : align_up(offset + length, cluster_size_);
   for (int i = 0; i < kStructureCount; ++i) {
     if (!(mask & (1u << i))) continue;
     const Ranges& r = ranges_[size_t(i)];

@@ -234,7 +234,10 @@ Status Qcow2Driver::signal_corruption(const std::string& what) {
 
 Status Qcow2Driver::guard(Status s) {
   if (s.code() != ErrorCode::kCorrupt || !writable_ || options_.repair || corruption_signalled_) return s;
-  return signal_corruption(s.message());
+  std::string what = s.message();
+  const std::string prefix = file_->path() + ": ";
+  if (what.rfind(prefix, 0) == 0) what.erase(0, prefix.size());
+  return signal_corruption(what);
 }
 
 // Replaces the active L1 table by a snapshot's (read-only opens: qimg convert -l).

@@ -29,7 +29,16 @@ Result<L2Entry> Qcow2Driver::get_l2_entry(uint64_t guest_offset) {
     Status s = p.status();
     return s.prepend(fmt::format("{}: L1 index {:#x}: ", file_->path(), l1i));
   }
-  return load_l2_entry(*p + in_slice, geo_, 0);
+  const L2Entry e = load_l2_entry(*p + in_slice, geo_, 0);
+  // Entries no operation may act on (QEMU's messages): reads would return garbage and
+  // writes would spread the damage (e.g. keep an invalid bitmap's allocation bits).
+  if (geo_.extended_l2 && subcluster_type(geo_, e, 0) == SubclusterType::kInvalid)
+    return Status::corrupt(fmt::format("{}: Invalid cluster entry found (L2 offset: {:#x}, L2 index: {:#x})",
+                                       file_->path(), l2_offset, geo_.l2_index(guest_offset)));
+  if (e.host_offset() & (geo_.cluster_size - 1))
+    return Status::corrupt(fmt::format("{}: Data cluster offset {:#x} unaligned (guest offset: {:#x})", file_->path(),
+                                       e.host_offset(), align_down(guest_offset, geo_.cluster_size)));
+  return e;
 }
 
 Status Qcow2Driver::set_l2_entry(uint64_t guest_offset, L2Entry e) {
