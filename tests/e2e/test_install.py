@@ -3,16 +3,19 @@
 
 Configures, builds and installs this source tree into a fresh temporary
 prefix (its own build directory under /tmp, -DQIMG_TESTS=OFF, Ninja, -O0 to
-keep the build short), checks the installed layout (qimg, libqcow.a and .so,
-headers, CMake package, qcow.pc, man page, completions), then builds the
-consumer in tests/consumer/ (copied out of the source tree) against that
-prefix only, four ways:
+keep the build short), checks the installed layout (qimg, libqimg-qcow.a and
+.so, headers, CMake package QimgQcow, qimg-qcow.pc, man page, completions) and
+that no installed path is one that Debian's libyal libqcow packages own (or
+would be found by `-lqcow` / `pkg-config qcow`), then builds the consumer in
+tests/consumer/ (copied out of the source tree) against that prefix only, four
+ways:
 
-- find_package(qcow), linking qcow::qcow (static; the config must find zlib,
-  zstd, OpenSSL and fmt itself),
-- find_package(qcow), linking qcow::qcow_shared,
-- pkg-config `qcow` (-lqcow: the shared library),
-- pkg-config --static with libqcow.a named explicitly (Libs.private complete),
+- find_package(QimgQcow), linking qimg::qcow (static; the config must find
+  zlib, zstd, OpenSSL and fmt itself),
+- find_package(QimgQcow), linking qimg::qcow_shared,
+- pkg-config `qimg-qcow` (-lqimg-qcow: the shared library),
+- pkg-config --static with libqimg-qcow.a named explicitly (Libs.private
+  complete),
 
 and runs each on an extended-L2 image made by qemu-img and written by qemu-io.
 One project build serves all four. The temp directory is removed on success
@@ -44,10 +47,43 @@ CONSUMER_DIR = os.path.join(SOURCE_DIR, "tests", "consumer")
 BUILD_TIMEOUT = 900
 STEP_TIMEOUT = 120
 
-# (name, extra cmake arguments, the consumer must load libqcow.so from the prefix)
+# Installed names (libqcow/CMakeLists.txt): chosen so that none is a file of a Debian package.
+LIB_NAME = "libqimg-qcow"      # libqimg-qcow.a, libqimg-qcow.so[.MAJOR.MINOR[.PATCH]]
+PC_NAME = "qimg-qcow"          # lib/pkgconfig/qimg-qcow.pc
+CMAKE_PACKAGE = "QimgQcow"     # lib/cmake/QimgQcow/QimgQcowConfig.cmake; targets qimg::qcow*
+
+# Every file that Debian 12 (bookworm)'s libyal libqcow packages install, version
+# 20201213-1+b2 (`apt-get download libqcow1 libqcow-dev libqcow-utils python3-libqcow`,
+# then `dpkg -c`), relative to /usr with the multiarch directory dropped
+# (lib/x86_64-linux-gnu/ -> lib/) and man pages without .gz. An installed qimg file
+# at one of these paths would make qimg and those packages uninstallable together.
+DEBIAN_LIBQCOW_FILES = frozenset("""
+lib/libqcow.so.1.0.0
+lib/libqcow.so.1
+lib/libqcow.so
+lib/libqcow.a
+lib/pkgconfig/libqcow.pc
+include/libqcow.h
+include/libqcow/codepage.h
+include/libqcow/definitions.h
+include/libqcow/error.h
+include/libqcow/extern.h
+include/libqcow/features.h
+include/libqcow/types.h
+share/man/man3/libqcow.3
+bin/qcowinfo
+bin/qcowmount
+share/man/man1/qcowinfo.1
+lib/python3/dist-packages/pyqcow.cpython-311-x86_64-linux-gnu.so
+""".split())
+# Names that clash whatever Debian's version: `-lqcow` (any libqcow.a / libqcow.so*),
+# `pkg-config qcow` or `pkg-config libqcow`, and libyal's header directory.
+CLASHING_NAME = re.compile(r"(^|/)(libqcow\.(a|so)(\.[0-9.]*)?|qcow\.pc|libqcow\.pc|libqcow\.h)$|(^|/)include/libqcow/")
+
+# (name, extra cmake arguments, the consumer must load libqimg-qcow.so from the prefix)
 VARIANTS = (
-    ("cmake-static", ["-DCONSUMER_MODE=cmake", "-DCONSUMER_QCOW_TARGET=qcow::qcow"], False),
-    ("cmake-shared", ["-DCONSUMER_MODE=cmake", "-DCONSUMER_QCOW_TARGET=qcow::qcow_shared"], True),
+    ("cmake-static", ["-DCONSUMER_MODE=cmake", "-DCONSUMER_QCOW_TARGET=qimg::qcow"], False),
+    ("cmake-shared", ["-DCONSUMER_MODE=cmake", "-DCONSUMER_QCOW_TARGET=qimg::qcow_shared"], True),
     ("pkgconfig", ["-DCONSUMER_MODE=pkgconfig"], True),
     ("pkgconfig-static", ["-DCONSUMER_MODE=pkgconfig-static"], False),
 )
@@ -104,20 +140,60 @@ def clean_env(**extra) -> dict:
     return env
 
 
+def as_usr_path(rel: str) -> str:
+    """An installed path relative to the prefix as Debian's lists name it under /usr:
+    lib/<multiarch>/ and lib64/ become lib/, man pages lose .gz."""
+    rel = re.sub(r"^lib/[a-z0-9_]+-linux-gnu[a-z0-9_]*/", "lib/", rel)
+    rel = re.sub(r"^lib64/", "lib/", rel)
+    if rel.startswith("share/man/") and rel.endswith(".gz"):
+        rel = rel[:-3]
+    return rel
+
+
+def debian_clashes(installed) -> list:
+    """The installed paths (relative to the prefix) that a Debian package owns or that
+    `-lqcow` / `pkg-config qcow` / `pkg-config libqcow` would find."""
+    out = []
+    for rel in installed:
+        usr = as_usr_path(rel)
+        if usr in DEBIAN_LIBQCOW_FILES or CLASHING_NAME.search(usr):
+            out.append(rel)
+    return sorted(out)
+
+
+def check_no_debian_clash(prefix: str) -> None:
+    # The check itself must be able to fail: Debian's paths, as a /usr install
+    # of the old names would have put them, are all caught.
+    old_names = ["lib/x86_64-linux-gnu/libqcow.so", "lib/x86_64-linux-gnu/libqcow.so.0.1",
+                 "lib/libqcow.so.0.1.0", "lib64/libqcow.a", "lib/pkgconfig/qcow.pc",
+                 "share/man/man1/qcowinfo.1.gz", "include/libqcow/error.h"]
+    if debian_clashes(old_names) != sorted(old_names) or debian_clashes(["lib/libqimg-qcow.so.0.1", "include/qcow/image.hpp"]):
+        raise Failed("debian_clashes() does not tell clashing names from ours")
+    installed = []
+    for root, _dirs, files in os.walk(prefix):
+        installed += [os.path.relpath(os.path.join(root, f), prefix) for f in files]
+    clashes = debian_clashes(installed)
+    if clashes:
+        raise Failed(f"installed paths clash with Debian's libqcow packages (libyal): {clashes}")
+    print(f"  no Debian libqcow clash: {len(installed)} installed files checked")
+
+
 def check_layout(prefix: str, version: str) -> str:
     """Checks the installed files; returns the library directory."""
-    libdirs = [os.path.dirname(p) for p in glob.glob(os.path.join(prefix, "lib*", "libqcow.a"))]
+    libdirs = [os.path.dirname(p) for p in glob.glob(os.path.join(prefix, "lib*", f"{LIB_NAME}.a"))]
     if len(libdirs) != 1:
-        raise Failed(f"expected one libqcow.a under {prefix}/lib*, found {libdirs}")
+        raise Failed(f"expected one {LIB_NAME}.a under {prefix}/lib*, found {libdirs}")
     libdir = libdirs[0]
     rel = os.path.relpath(libdir, prefix)
     major, minor, _ = version.split(".")
     want = [
         "bin/qimg",
-        f"{rel}/libqcow.a", f"{rel}/libqcow.so", f"{rel}/libqcow.so.{major}.{minor}", f"{rel}/libqcow.so.{version}",
-        f"{rel}/cmake/qcow/qcowConfig.cmake", f"{rel}/cmake/qcow/qcowConfigVersion.cmake",
-        f"{rel}/cmake/qcow/qcowTargets.cmake",
-        f"{rel}/pkgconfig/qcow.pc",
+        f"{rel}/{LIB_NAME}.a", f"{rel}/{LIB_NAME}.so", f"{rel}/{LIB_NAME}.so.{major}.{minor}",
+        f"{rel}/{LIB_NAME}.so.{version}",
+        f"{rel}/cmake/{CMAKE_PACKAGE}/{CMAKE_PACKAGE}Config.cmake",
+        f"{rel}/cmake/{CMAKE_PACKAGE}/{CMAKE_PACKAGE}ConfigVersion.cmake",
+        f"{rel}/cmake/{CMAKE_PACKAGE}/{CMAKE_PACKAGE}Targets.cmake",
+        f"{rel}/pkgconfig/{PC_NAME}.pc",
         "share/man/man1/qimg.1",
         "share/bash-completion/completions/qimg",
         "share/zsh/vendor-completions/_qimg",
@@ -173,6 +249,7 @@ def main() -> int:
             run(["cmake", "--build", build, "-j", str(a.jobs)], env=env, timeout=BUILD_TIMEOUT, log=log)
             run(["cmake", "--install", build], env=env, log=log)
         libdir = check_layout(prefix, version)
+        check_no_debian_clash(prefix)
 
         out = run([os.path.join(prefix, "bin", "qimg"), "--version"], env=env)
         if version not in out:
@@ -187,11 +264,14 @@ def main() -> int:
         consumer_src = os.path.join(work, "consumer-src")
         shutil.copytree(CONSUMER_DIR, consumer_src)
         # The prefix comes first; the system's .pc files stay visible because
-        # qcowConfig.cmake finds libzstd (a private dependency) with pkg-config.
+        # QimgQcowConfig.cmake finds libzstd (a private dependency) with pkg-config.
         consumer_env = clean_env(PKG_CONFIG_PATH=os.path.join(libdir, "pkgconfig"))
-        pcfiledir = run(["pkg-config", "--variable=pcfiledir", "qcow"], env=consumer_env).strip()
+        pcfiledir = run(["pkg-config", "--variable=pcfiledir", PC_NAME], env=consumer_env).strip()
         if os.path.realpath(pcfiledir) != os.path.realpath(os.path.join(libdir, "pkgconfig")):
-            raise Failed(f"pkg-config finds qcow.pc in {pcfiledir}, not in the prefix")
+            raise Failed(f"pkg-config finds {PC_NAME}.pc in {pcfiledir}, not in the prefix")
+        libs = run(["pkg-config", "--libs-only-l", PC_NAME], env=consumer_env).split()
+        if libs != ["-lqimg-qcow"]:
+            raise Failed(f"pkg-config --libs-only-l {PC_NAME} says {libs}, want -lqimg-qcow")
         for name, args, shared in VARIANTS:
             print(f"== consumer: {name}")
             b = os.path.join(work, f"consumer-{name}")
@@ -204,12 +284,14 @@ def main() -> int:
                 raise Failed(f"{name}: unexpected consumer output {out!r}")
             if name.startswith("cmake"):
                 cache = open(os.path.join(b, "CMakeCache.txt")).read()
-                if f"qcow_DIR:PATH={libdir}/cmake/qcow" not in cache:
-                    raise Failed(f"{name}: find_package(qcow) did not use {libdir}/cmake/qcow")
+                if f"{CMAKE_PACKAGE}_DIR:PATH={libdir}/cmake/{CMAKE_PACKAGE}" not in cache:
+                    raise Failed(f"{name}: find_package({CMAKE_PACKAGE}) did not use {libdir}/cmake/{CMAKE_PACKAGE}")
             ldd = run(["ldd", exe])
-            uses = [line.split("=>")[1].split()[0] for line in ldd.splitlines() if "libqcow" in line]
+            if "libqcow." in ldd:
+                raise Failed(f"{name}: needs a libqcow.so (libyal's name):\n{ldd}")
+            uses = [line.split("=>")[1].split()[0] for line in ldd.splitlines() if LIB_NAME in line]
             if shared and (len(uses) != 1 or not uses[0].startswith(libdir)):
-                raise Failed(f"{name}: should load libqcow.so from {libdir}, ldd says {uses}")
+                raise Failed(f"{name}: should load {LIB_NAME}.so from {libdir}, ldd says {uses}")
             if not shared and uses:
                 raise Failed(f"{name}: linked statically but loads {uses}")
             print(f"  {out.strip().splitlines()[-1]}; libqcow: {'shared ' + uses[0] if uses else 'static'}")
