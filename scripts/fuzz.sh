@@ -4,6 +4,9 @@
 # Long runs: scripts/fuzz.sh 3600 (one hour per target, one after the other), or
 # PARALLEL=1 NICE=19 scripts/fuzz.sh 3600 (all targets at once, in the background of other work).
 # Corpora grow in build-fuzz/corpus/<target>; findings land in build-fuzz/<target>-crash-* etc.
+# The targets check oracles (read-after-write, a clean repair stays clean, no internal
+# errors) besides crashes; afterwards tests/fuzz/repair_corpus.py has qemu-img judge
+# fuzz_check's corpus after qimg's repairs (needs build/qimg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-30}
@@ -44,5 +47,11 @@ else
     st=0; run_one "$t" || st=$?
     report "$t" "$st"; [ "$st" = 0 ] || fail=1
   done
+fi
+# The repair oracle with qemu-img as the judge, over the seeds and what fuzz_check saved.
+if [ -x build/qimg ]; then
+  python3 tests/fuzz/repair_corpus.py --qimg build/qimg testdata/fuzz-seeds build-fuzz/corpus/fuzz_check || fail=1
+else
+  echo "fuzz: build/qimg is missing (build it first: scripts/test.sh does)"; fail=1
 fi
 exit $fail

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -499,6 +500,32 @@ TEST_CASE("fault file") {
     CHECK(f.flush().is_ok());
   }
 
+  SUBCASE("a short write lands its first half in whole sectors, then fails") {
+    auto plan = std::make_shared<FaultPlan>();
+    plan->write = {0, false, EIO, true};
+    FaultFile f(make_memory_file("mem", std::string(4096, '.')), plan);
+    Status st = f.write_at(512, std::vector<uint8_t>(2048, 'x'));
+    CHECK(st.code() == ErrorCode::kIo);
+    const std::string after = read_all(f);
+    CHECK(after.substr(512, 1024) == std::string(1024, 'x'));  // [512, 1536): half, up to a sector boundary
+    CHECK(after.substr(1536) == std::string(4096 - 1536, '.'));
+    CHECK(f.write_at(0, bytes("ok")).is_ok());  // not sticky
+  }
+
+  SUBCASE("the grow rule fails whatever would extend the file, with ENOSPC") {
+    auto plan = FaultPlan::fail_grow(0);  // the disk is full from the first growth on
+    FaultFile f(make_memory_file("mem", std::string(100, '.')), plan);
+    CHECK(f.write_at(10, bytes("inside")).is_ok());
+    CHECK(f.write_at(98, bytes("over")).code() == ErrorCode::kNoSpace);
+    CHECK(f.truncate(200).code() == ErrorCode::kNoSpace);
+    CHECK(f.allocate(50, 100).code() == ErrorCode::kNoSpace);
+    CHECK(f.zero_range(90, 20).code() == ErrorCode::kNoSpace);
+    CHECK(f.truncate(50).is_ok());  // shrinking needs no space
+    CHECK(f.size().value() == 50);
+    CHECK(plan->grows == 4);
+    CHECK(plan->truncates == 2);
+  }
+
   SUBCASE("flush and allocate faults; plan shared across files") {
     auto plan = std::make_shared<FaultPlan>();
     plan->flush = {1, false, EIO};
@@ -589,6 +616,25 @@ TEST_CASE("recording and replay") {
     CHECK(replayed(4, kPowerCutReorder(1)).substr(0, 2) == "AA");  // op 0 is before a flush
   }
 
+  SUBCASE("torn power cut: each sector of an unflushed write old or new") {
+    auto log3 = std::make_shared<WriteLog>();
+    const std::string old(2048, 'o');
+    RecordingFile r(make_memory_file("img", old), log3);
+    REQUIRE(r.write_at(0, std::vector<uint8_t>(2048, 'N')).is_ok());
+    std::set<std::string> seen;
+    for (uint64_t seed = 0; seed < 200; ++seed) {
+      auto target = make_memory_file("t", old);
+      REQUIRE(replay(*log3, 1, *target, kPowerCutTorn(seed)).is_ok());
+      const std::string s3 = read_all(*target);
+      for (size_t sector = 0; sector < 4; ++sector) {
+        const std::string part = s3.substr(sector * 512, 512);
+        CHECK((part == std::string(512, 'o') || part == std::string(512, 'N')));
+      }
+      seen.insert(s3);
+    }
+    CHECK(seen.size() == 16);  // every combination of the four sectors turns up
+  }
+
   SUBCASE("replay onto a posix file") {
     TempDir dir;
     auto target = must_open(dir.file("replay.img"), FileMode::kCreate);
@@ -644,7 +690,10 @@ TEST_CASE("zero_range: posix (fallocate), default (writes zeros), decorators") {
   REQUIRE(replay(*log, log->size(), *replayed, PowerCut{}).is_ok());
   CHECK(read_all(*replayed) == std::string("ab\0\0\0fghij", 10));
 
-  // A fault plan fails zero_range like the write it becomes.
-  FaultFile faulty(make_memory_file("f", "abcdefghij"), FaultPlan::fail_write(0));
+  // A fault plan fails zero_range like the fallocate it is.
+  FaultFile faulty(make_memory_file("f", "abcdefghij"), FaultPlan::fail_allocate(0));
   CHECK_FALSE(faulty.zero_range(0, 4).is_ok());
+  CHECK(faulty.plan().allocates == 1);
+  CHECK(faulty.plan().writes == 0);
+  CHECK(read_all(faulty) == "abcdefghij");
 }

@@ -26,6 +26,7 @@ class AmendWorker {
   enum class Conversion { kToExtended, kToStandard, kExpandZeros };
   Status rewrite_tables(const Header& target, Conversion conv);
   Result<L2Entry> convert(const L2Entry& e, uint64_t guest, uint64_t refs, Conversion conv, bool zero_flag_ok);
+  L2Entry zero_cluster(const L2Entry& e, uint64_t host, uint64_t refs);
   enum class Content { kGuestData, kL2Table };
   Result<uint64_t> store_cluster(std::span<const uint8_t> data, uint64_t refs, Content content);
   Status read_backing(uint64_t guest, std::span<uint8_t> out);
@@ -70,6 +71,16 @@ Result<uint64_t> AmendWorker::store_cluster(std::span<const uint8_t> data, uint6
   return off;
 }
 
+// A cluster that reads as zeros. Its host cluster is kept (preallocated) only when the
+// entry owns it: a shared one may lose its other references when they are completed
+// into new clusters, and an entry kept without COPIED over a cluster whose refcount
+// dropped to 1 is what qemu-img check calls a corruption.
+L2Entry AmendWorker::zero_cluster(const L2Entry& e, uint64_t host, uint64_t refs) {
+  if (host && (e.word & kOflagCopied)) return L2Entry{host | kOflagCopied | kOflagZero, 0};
+  if (host) frees_after_commit_.emplace_back(host, refs);
+  return L2Entry{kOflagZero, 0};
+}
+
 // Converts the entry of one guest cluster. Data is completed (from the backing file or
 // zeros) in place when the host cluster has a single reference, else into a new cluster.
 Result<L2Entry> AmendWorker::convert(const L2Entry& e, uint64_t guest, uint64_t refs, Conversion conv, bool zero_flag_ok) {
@@ -99,7 +110,7 @@ Result<L2Entry> AmendWorker::convert(const L2Entry& e, uint64_t guest, uint64_t 
   }
   const uint32_t all = units == 32 ? 0xffffffffu : 1u;
   if (alloc == all) return L2Entry{host | (e.word & kOflagCopied), 0};
-  if (zero == all && zero_flag_ok) return L2Entry{host ? (host | (e.word & kOflagCopied) | kOflagZero) : kOflagZero, 0};
+  if (zero == all && zero_flag_ok) return zero_cluster(e, host, refs);
   if (!host && zero == 0 && !d_.backing()) return L2Entry{0, 0};
   if (!host && alloc == 0 && zero == 0) return L2Entry{0, 0};  // unallocated: reads the backing file either way
 
@@ -117,8 +128,7 @@ Result<L2Entry> AmendWorker::convert(const L2Entry& e, uint64_t guest, uint64_t 
   }
   const bool all_zero = buffer_is_zero(buf.data(), cs);
   if (all_zero && !host && !zero_flag_ok && !d_.backing()) return L2Entry{0, 0};  // v2: unallocated reads zeros
-  if (zero_flag_ok && all_zero)  // an all-zero cluster becomes a zero cluster
-    return L2Entry{host ? (host | (e.word & kOflagCopied) | kOflagZero) : kOflagZero, 0};
+  if (zero_flag_ok && all_zero) return zero_cluster(e, host, refs);  // an all-zero cluster becomes a zero cluster
   if (host) {
     QCOW_ASSIGN_OR_RETURN(uint64_t rc, refcounts().get(host >> g.cluster_bits));
     if (rc == 1) {  // ours alone: complete it in place (the old entry never reads these units from the host)

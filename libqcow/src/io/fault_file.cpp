@@ -23,13 +23,49 @@ Status log_oom(const std::string& path) {
 
 }  // namespace
 
+Status FaultFile::check_grow(uint64_t end, std::string_view what) {
+  auto size = inner_->size();
+  if (!size || end <= *size) return Status::ok();
+  uint64_t index = plan_->grows++;
+  if (!plan_->grow.fires(index)) return Status::ok();
+  plan_->injected++;
+  return injected(path(), fmt::format("{} growing the file to {:#x} failed", what, end), index, plan_->grow.error);
+}
+
 Status FaultFile::write_at(uint64_t o, std::span<const uint8_t> b) {
   uint64_t index = plan_->writes++;
+  QCOW_TRY(check_grow(o + b.size(), "write"));
   if (plan_->write.fires(index)) {
     plan_->injected++;
-    return injected(path(), fmt::format("write at offset {:#x} failed", o), index, plan_->write.error);
+    Status st = injected(path(), fmt::format("write at offset {:#x} failed", o), index, plan_->write.error);
+    if (plan_->write.short_write) {  // half of it, in whole sectors from the start of the file, landed
+      uint64_t landed = ((o + b.size() / 2) & ~uint64_t(511)) > o ? ((o + b.size() / 2) & ~uint64_t(511)) - o : 0;
+      if (landed) QCOW_TRY(inner_->write_at(o, b.first(landed)));
+    }
+    return st;
   }
   return inner_->write_at(o, b);
+}
+
+Status FaultFile::truncate(uint64_t s) {
+  uint64_t index = plan_->truncates++;
+  QCOW_TRY(check_grow(s, "truncate"));
+  if (plan_->truncate.fires(index)) {
+    plan_->injected++;
+    return injected(path(), fmt::format("truncate to {:#x} failed", s), index, plan_->truncate.error);
+  }
+  return inner_->truncate(s);
+}
+
+Status FaultFile::zero_range(uint64_t o, uint64_t l) {
+  uint64_t index = plan_->allocates++;
+  QCOW_TRY(check_grow(o + l, "zero range"));
+  if (plan_->allocate.fires(index)) {
+    plan_->injected++;
+    return injected(path(), fmt::format("fallocate (zero range) at offset {:#x} length {:#x} failed", o, l), index,
+                    plan_->allocate.error);
+  }
+  return inner_->zero_range(o, l);
 }
 
 Status FaultFile::flush() {
@@ -43,6 +79,7 @@ Status FaultFile::flush() {
 
 Status FaultFile::allocate(uint64_t o, uint64_t l) {
   uint64_t index = plan_->allocates++;
+  QCOW_TRY(check_grow(o + l, "fallocate"));
   if (plan_->allocate.fires(index)) {
     plan_->injected++;
     return injected(path(), fmt::format("fallocate at offset {:#x} length {:#x} failed", o, l), index,
@@ -133,6 +170,21 @@ Status apply(const LoggedOp& op, File& target) {
   return Status::internal("replay: unknown logged op kind");
 }
 
+// A write cut by the power failure: each 512-byte sector of the file it touches
+// holds either the old or the new bytes (disks write sectors atomically).
+Status apply_torn(const LoggedOp& op, File& target, std::mt19937_64& rng) {
+  uint64_t pos = op.offset;
+  const uint64_t end = op.offset + op.data.size();
+  while (pos < end) {
+    const uint64_t sector_end = std::min(end, (pos | 511) + 1);
+    if (rng() >> 63) {
+      QCOW_TRY(target.write_at(pos, std::span<const uint8_t>(op.data.data() + (pos - op.offset), sector_end - pos)));
+    }
+    pos = sector_end;
+  }
+  return Status::ok();
+}
+
 }  // namespace
 
 Status replay(const WriteLog& log, size_t prefix_ops, File& target, PowerCut mode) {
@@ -152,15 +204,17 @@ Status replay(const WriteLog& log, size_t prefix_ops, File& target, PowerCut mod
     Status st = apply(log.ops[i], target);
     if (!st.is_ok()) return st.prepend(fmt::format("replay op {}: ", i));
   }
-  if (mode.kind == CutKind::kPowerCutReorder) {
+  if (mode.kind == CutKind::kPowerCutReorder || mode.kind == CutKind::kPowerCutTorn) {
     // Any subset of the unflushed ops may have reached the disk; applying
     // the chosen ones in log order also covers "the older of two overlapping
     // writes won" (choose only the older one). mt19937_64's output is fixed
     // by the standard, so a seed names the same subset everywhere.
     std::mt19937_64 rng(mode.seed);
     for (size_t i = durable; i < prefix; i++) {
-      if ((rng() >> 63) == 0) continue;
-      Status st = apply(log.ops[i], target);
+      const LoggedOp& op = log.ops[i];
+      const uint64_t choice = mode.kind == CutKind::kPowerCutTorn ? rng() % 3 : (rng() >> 63);
+      if (choice == 0) continue;
+      Status st = choice == 2 && op.kind == LoggedOp::Kind::kWrite ? apply_torn(op, target, rng) : apply(op, target);
       if (!st.is_ok()) return st.prepend(fmt::format("replay op {}: ", i));
     }
   }

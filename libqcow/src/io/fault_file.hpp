@@ -1,9 +1,11 @@
 // Fault injection and write recording for crash-consistency tests.
 //
-// FaultFile fails chosen operations (the Nth write, flush or allocate) with a
-// chosen errno. RecordingFile logs every mutating operation, with flushes as
-// markers, so replay() can rebuild what a disk might hold after the process
-// died or the power failed at any point of a run. Both plug in through
+// FaultFile fails chosen operations (the Nth write, flush, fallocate, truncate,
+// or operation that grows the file) with a chosen errno, optionally after half
+// of a write landed (a short write). RecordingFile logs every mutating
+// operation, with flushes as markers, so replay() can rebuild what a disk might
+// hold after the process died or the power failed at any point of a run,
+// including writes torn at sector granularity. Both plug in through
 // OpenOptions::wrap_file / CreateOptions::wrap_file. Internal API: tests and
 // the bench use it; it is not installed.
 //
@@ -27,6 +29,7 @@ struct FaultRule {
   std::optional<uint64_t> nth;  // fail the op with this index (counting from 0); empty: never
   bool sticky = false;          // also fail every later op of this kind
   int error = EIO;              // EIO -> ErrorCode::kIo, ENOSPC -> ErrorCode::kNoSpace
+  bool short_write = false;     // writes: the first half (whole 512-byte sectors) lands first
 
   bool fires(uint64_t index) const { return nth && (index == *nth || (sticky && index > *nth)); }
 };
@@ -34,9 +37,12 @@ struct FaultRule {
 // Shared between every FaultFile of a run, so "the 3rd write" counts across
 // all files wrapped with the same plan.
 struct FaultPlan {
-  FaultRule write, flush, allocate;
+  // write: write_at; allocate: fallocate (allocate and zero_range); truncate: set
+  // the size; grow: any of these that would extend the file (checked first, as a
+  // full disk refuses them with ENOSPC).
+  FaultRule write, flush, allocate, truncate, grow;
   // Operations seen so far (including failed ones) and faults injected.
-  uint64_t writes = 0, flushes = 0, allocates = 0;
+  uint64_t writes = 0, flushes = 0, allocates = 0, truncates = 0, grows = 0;
   uint64_t injected = 0;
 
   static std::shared_ptr<FaultPlan> fail_write(uint64_t nth, int error = EIO, bool sticky = false) {
@@ -54,6 +60,11 @@ struct FaultPlan {
     p->allocate = {nth, sticky, error};
     return p;
   }
+  static std::shared_ptr<FaultPlan> fail_grow(uint64_t nth, int error = ENOSPC, bool sticky = true) {
+    auto p = std::make_shared<FaultPlan>();
+    p->grow = {nth, sticky, error};
+    return p;
+  }
 };
 
 class FaultFile : public FileWrapper {
@@ -63,11 +74,14 @@ class FaultFile : public FileWrapper {
   Status write_at(uint64_t o, std::span<const uint8_t> b) override;
   Status flush() override;
   Status allocate(uint64_t o, uint64_t l) override;
-  // As zeros written through write_at: counted and failed as writes.
-  Status zero_range(uint64_t o, uint64_t l) override { return File::zero_range(o, l); }
+  Status truncate(uint64_t s) override;
+  // A fallocate: counted and failed as one.
+  Status zero_range(uint64_t o, uint64_t l) override;
   FaultPlan& plan() { return *plan_; }
 
  private:
+  // The grow rule, for an operation that ends at `end`.
+  Status check_grow(uint64_t end, std::string_view what);
   std::shared_ptr<FaultPlan> plan_;
 };
 
@@ -114,6 +128,8 @@ enum class CutKind {
   kProcessKill,      // every op in the prefix (the page cache survives)
   kPowerCut,         // only ops up to and including the last flush in the prefix
   kPowerCutReorder,  // as kPowerCut, plus a random subset (in log order) of the unflushed tail
+  kPowerCutTorn,     // as kPowerCutReorder, but each unflushed write is skipped, applied, or
+                     // torn: each of its 512-byte sectors independently old or new
 };
 struct PowerCut {
   CutKind kind = CutKind::kProcessKill;
@@ -122,6 +138,7 @@ struct PowerCut {
 inline constexpr PowerCut kProcessKill{CutKind::kProcessKill, 0};
 inline constexpr PowerCut kPowerCut{CutKind::kPowerCut, 0};
 constexpr PowerCut kPowerCutReorder(uint64_t seed) { return {CutKind::kPowerCutReorder, seed}; }
+constexpr PowerCut kPowerCutTorn(uint64_t seed) { return {CutKind::kPowerCutTorn, seed}; }
 
 // Applies the first prefix_ops ops of log (clamped to its size) onto target,
 // which should hold the file's contents from before the recording started.

@@ -55,8 +55,11 @@ struct CompressedExtent {
   uint64_t length;  // bytes to read (whole 512-byte sectors from offset's sector)
 };
 
+// The offset keeps every bit of its field, as QEMU reads it: with small clusters the
+// field reaches past bit 55, where the spec requires zeros, and such an entry then
+// points beyond any file (check reports it, repair clears it, reads fail).
 inline CompressedExtent compressed_extent(const Geometry& g, L2Entry e) {
-  uint64_t off = e.word & g.coffset_mask() & ((uint64_t(1) << 56) - 1);
+  uint64_t off = e.word & g.coffset_mask();
   uint64_t nb_sectors = (e.word >> g.csize_shift()) & g.csize_mask();
   uint64_t len = (nb_sectors + 1) * 512 - (off & 511);
   return {off, len};
