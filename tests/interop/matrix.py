@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (KiB, MiB, CaseFailure, TempDir, diff_dicts, diff_json_lists,  # noqa: E402
                     first_mismatch, io_args, log, main_guard, raw_equivalent, run, run_json,
                     size_str, spot_checks, workload)
+from qimgtest import require_tools  # noqa: E402  (common.py put tests/support on the path)
 
 QEMU_IMG = os.environ.get("QEMU_IMG", "qemu-img")
 QEMU_IO = os.environ.get("QEMU_IO", "qemu-io")
@@ -540,6 +541,7 @@ def main() -> int:
     if not os.access(qimg, os.X_OK):
         print(f"qimg binary not found or not executable: {qimg}", file=sys.stderr)
         return 2
+    require_tools(QEMU_IMG, QEMU_IO)
     if a.case:
         return main_guard(lambda: run_case(qimg, a.case))
     failed = []
