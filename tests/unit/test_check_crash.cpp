@@ -36,10 +36,7 @@ void poke_refcount(std::vector<uint8_t>& bytes, uint64_t cluster, uint16_t value
 
 TEST_SUITE("qcow::check") {
 TEST_CASE("check -r all survives a crash after every write") {
-  if (std::system("qemu-img --version >/dev/null 2>&1") != 0) {
-    MESSAGE("qemu-img not installed: skipping");
-    return;
-  }
+  qtest::require_tool("qemu-img");
   fs::path dir = fs::temp_directory_path() / fmt::format("qimg-check-crash-{}", ::getpid());
   fs::create_directories(dir);
   for (bool ext : {false, true}) {
