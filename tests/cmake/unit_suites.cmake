@@ -2,7 +2,8 @@
 # test suites and writes CTEST_FILE: one ctest test unit/<suite> per suite, plus unit/no-suite
 # (--test-suite-exclude of them all) for test cases outside any suite. Before writing, checks
 # with --count that these tests together run every test case exactly once and that no suite
-# test runs nothing. Any failure is fatal, so the build fails instead of tests going missing.
+# test runs nothing. Any failure is fatal and deletes the binary, so the build fails (and the
+# next one links again) instead of tests going missing.
 # Inputs (-D): UNIT_TESTS (the binary), SETTINGS (written by tests/CMakeLists.txt: UNIT_TIMEOUTS,
 # UNIT_DEFAULT_TIMEOUT, QIMG_TEST_TIMEOUT_SCALE, QIMG_TEST_ENV), CTEST_FILE (the output).
 cmake_minimum_required(VERSION 3.20)
@@ -10,12 +11,18 @@ include(${SETTINGS})
 include(${CMAKE_CURRENT_LIST_DIR}/test_properties.cmake)
 file(REMOVE ${CTEST_FILE})
 
+# Stops the build. Without the binary, the next build links it again and repeats the check.
+function(fail)
+  file(REMOVE ${UNIT_TESTS})
+  message(FATAL_ERROR ${ARGN})
+endfunction()
+
 # Runs the binary with the given arguments; the output in out. A failure is fatal.
 function(unit_tests out)
   execute_process(COMMAND ${UNIT_TESTS} ${ARGN} OUTPUT_VARIABLE stdout ERROR_VARIABLE stderr
                   RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "`${UNIT_TESTS} ${ARGN}` failed (${rc}); the unit tests cannot be registered:\n"
+    fail("`${UNIT_TESTS} ${ARGN}` failed (${rc}); the unit tests cannot be registered:\n"
                         "${stdout}${stderr}")
   endif()
   set(${out} "${stdout}" PARENT_SCOPE)
@@ -25,7 +32,7 @@ endfunction()
 function(count_cases out)
   unit_tests(listing --count ${ARGN})
   if(NOT listing MATCHES "passing the current filters: ([0-9]+)")
-    message(FATAL_ERROR "`${UNIT_TESTS} --count ${ARGN}` printed no count:\n${listing}")
+    fail("`${UNIT_TESTS} --count ${ARGN}` printed no count:\n${listing}")
   endif()
   set(${out} ${CMAKE_MATCH_1} PARENT_SCOPE)
 endfunction()
@@ -33,7 +40,7 @@ endfunction()
 # --list-test-suites prints the names between two lines of '='.
 unit_tests(listing --list-test-suites)
 if(listing MATCHES ";")
-  message(FATAL_ERROR "a test suite name contains ';':\n${listing}")
+  fail("a test suite name contains ';':\n${listing}")
 endif()
 string(REPLACE "\n" ";" lines "${listing}")
 set(suites "")
@@ -44,21 +51,21 @@ foreach(line IN LISTS lines)
   elseif(rules EQUAL 1)
     # doctest filters are comma-separated, case-insensitive wildcards: names must be plain.
     if(NOT line MATCHES "^[A-Za-z0-9_:.-]+$")
-      message(FATAL_ERROR "test suite name '${line}' has characters a --test-suite filter would "
+      fail("test suite name '${line}' has characters a --test-suite filter would "
                           "misread (allowed: letters, digits, _ : . -)")
     endif()
     list(APPEND suites "${line}")
   endif()
 endforeach()
 if(NOT rules EQUAL 2 OR NOT suites)
-  message(FATAL_ERROR "could not read the test suites from `${UNIT_TESTS} --list-test-suites`:\n${listing}")
+  fail("could not read the test suites from `${UNIT_TESTS} --list-test-suites`:\n${listing}")
 endif()
 string(TOLOWER "${suites}" lower)
 list(REMOVE_DUPLICATES lower)
 list(LENGTH lower distinct)
 list(LENGTH suites nsuites)
 if(NOT distinct EQUAL nsuites)
-  message(FATAL_ERROR "test suite names differing only in case match the same filter: ${suites}")
+  fail("test suite names differing only in case match the same filter: ${suites}")
 endif()
 
 # Every test case runs in exactly one of the tests.
@@ -67,7 +74,7 @@ set(covered 0)
 foreach(suite IN LISTS suites)
   count_cases(n --test-suite=${suite})
   if(n EQUAL 0)
-    message(FATAL_ERROR "--test-suite=${suite} selects no test case")
+    fail("--test-suite=${suite} selects no test case")
   endif()
   math(EXPR covered "${covered} + ${n}")
 endforeach()
@@ -75,7 +82,7 @@ string(REPLACE ";" "," excluded "${suites}")
 count_cases(rest --test-suite-exclude=${excluded})
 math(EXPR covered "${covered} + ${rest}")
 if(NOT covered EQUAL total)
-  message(FATAL_ERROR "the suite tests would run ${covered} test cases, the binary has ${total}")
+  fail("the suite tests would run ${covered} test cases, the binary has ${total}")
 endif()
 
 set(tests "")
