@@ -1,15 +1,12 @@
 # Post-build step of unit_tests (cmake -P; see tests/CMakeLists.txt). Lists the binary's doctest
-# test suites and writes CTEST_FILE: one ctest test unit/<suite> per suite, plus unit/no-suite
-# (--test-suite-exclude of them all) for test cases outside any suite. Before writing, checks
-# with --count that these tests together run every test case exactly once and that no suite
-# test runs nothing. Any failure is fatal and deletes the binary, so the build fails (and the
-# next one links again) instead of tests going missing.
-# Inputs (-D): UNIT_TESTS (the binary), SETTINGS (written by tests/CMakeLists.txt: UNIT_TIMEOUTS,
-# UNIT_DEFAULT_TIMEOUT, QIMG_TEST_TIMEOUT_SCALE, QIMG_TEST_ENV), CTEST_FILE (the output).
+# test suites and writes LIST_FILE, from which unit_tests.cmake.in makes the ctest tests: one
+# unit/<suite> per suite, plus unit/no-suite (--test-suite-exclude of them all) for the test
+# cases outside any suite. Before writing, checks with --count that these tests together run
+# every test case exactly once and that no suite test runs nothing. Any failure is fatal and
+# deletes the binary, so the build fails (and the next one links again) instead of tests going
+# missing. Inputs (-D): UNIT_TESTS (the binary), LIST_FILE (the output).
 cmake_minimum_required(VERSION 3.20)
-include(${SETTINGS})
-include(${CMAKE_CURRENT_LIST_DIR}/test_properties.cmake)
-file(REMOVE ${CTEST_FILE})
+file(REMOVE ${LIST_FILE})
 
 # Stops the build. Without the binary, the next build links it again and repeats the check.
 function(fail)
@@ -92,20 +89,8 @@ endforeach()
 if(rest GREATER 0)
   list(APPEND tests "no-suite|--test-suite-exclude=${excluded}")
 endif()
-set(content "# Written by tests/cmake/unit_suites.cmake after building ${UNIT_TESTS}.\n")
-foreach(test IN LISTS tests)
-  string(REPLACE "|" ";" test "${test}")
-  list(GET test 0 name)
-  list(GET test 1 filter)
-  qimg_base_timeout("${UNIT_TIMEOUTS}" "${name}" ${UNIT_DEFAULT_TIMEOUT} base)
-  qimg_timeout_and_labels(${base} timeout labels unit)
-  string(APPEND content "add_test([==[unit/${name}]==] \"${UNIT_TESTS}\" [==[${filter}]==])\n"
-         "set_tests_properties([==[unit/${name}]==] PROPERTIES TIMEOUT ${timeout} LABELS \"${labels}\"")
-  if(QIMG_TEST_ENV)
-    string(APPEND content " ENVIRONMENT \"${QIMG_TEST_ENV}\"")
-  endif()
-  string(APPEND content ")\n")
-endforeach()
-file(WRITE ${CTEST_FILE} "${content}")
+file(WRITE ${LIST_FILE} "# Written by tests/cmake/unit_suites.cmake after building unit_tests.\n"
+     "set(UNIT_TESTS \"${UNIT_TESTS}\")\n"
+     "set(UNIT_SUITE_TESTS \"${tests}\")  # name|doctest filter\n")
 list(LENGTH tests ntests)
 message(STATUS "unit tests: ${total} test cases in ${ntests} ctest tests (${nsuites} suites, ${rest} outside any suite)")

@@ -97,7 +97,7 @@ def clean_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items()
            if k not in ("CMAKE_PREFIX_PATH", "PKG_CONFIG_PATH", "PKG_CONFIG_LIBDIR", "LD_LIBRARY_PATH",
                         "CMAKE_GENERATOR", "CMAKE_BUILD_TYPE", "CXXFLAGS", "LDFLAGS")
-           and not k.startswith(("ASAN_", "UBSAN_"))}
+           and not k.startswith(("ASAN_", "UBSAN_", "LSAN_"))}
     env.update(extra)
     return env
 
