@@ -528,6 +528,8 @@ def main() -> int:
                     problems.append(f"{name}/{base}: setup failed: {e!r}")
     except SetupError as e:
         problems.append(f"setup: {e}")
+    if ncases == 0:
+        problems.append(f"no case matches -k {a.k!r}")
     if problems:
         print(f"\n{len(problems)} problem(s) in {ncases} cases:")
         for pr in problems:

@@ -122,7 +122,9 @@ def main() -> int:
     bad = []
     if rc != 0:
         bad.append(f"exit status {rc}")
-    if want and want not in out:
+    if not want:
+        bad.append("no project(qimg VERSION ...) in CMakeLists.txt to compare with")
+    elif want not in out:
         bad.append(f"output {out.strip()!r} does not contain the project version {want}")
     if "qimg" not in out:
         bad.append(f"output {out.strip()!r} does not name qimg")

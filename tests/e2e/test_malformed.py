@@ -443,6 +443,8 @@ def main() -> int:
             continue
         for cmd in CMDS:
             problems += check_run(qimg, name, cmd, img, fmt, expect[cmd], work)
+    if ncases == 0:
+        problems.append(f"no case matches -k {a.k!r}")
     if problems:
         print(f"\n{len(problems)} problem(s) in {ncases} cases:")
         for pr in problems:

@@ -545,8 +545,12 @@ def main() -> int:
     if a.case:
         return main_guard(lambda: run_case(qimg, a.case))
     failed = []
-    for n in case_names():
-        if a.k in n and main_guard(lambda: run_case(qimg, n)) != 0:
+    names = [n for n in case_names() if a.k in n]
+    if not names:
+        print(f"no case matches -k {a.k!r}; see --list", file=sys.stderr)
+        return 2
+    for n in names:
+        if main_guard(lambda: run_case(qimg, n)) != 0:
             failed.append(n)
     log(f"\n{len(failed)} failed: {' '.join(failed)}" if failed else "\nall passed")
     return 1 if failed else 0
