@@ -18,12 +18,11 @@ namespace {
 int main(int argc, char** argv) {
   if (argc != 2) return 2;
   const char* what = argv[1];
-  if (std::strcmp(what, "heap-overflow") == 0) {  // AddressSanitizer
+  if (std::strcmp(what, "use-after-free") == 0) {  // AddressSanitizer (an overflow would be UBSan's first)
     char* p = new char[16];
-    volatile int index = 16;
-    int c = p[index];
+    p[0] = 1;
     delete[] p;
-    return c;
+    return *static_cast<volatile char*>(p);
   }
   if (std::strcmp(what, "leak") == 0) {  // LeakSanitizer, at exit
     leak();

@@ -114,7 +114,7 @@ def test_probe(probe: str) -> None:
     for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
         check(f"exitcode={qimgtest.SANITIZER_EXIT}" in os.environ.get(var, ""),
               f"{var}={os.environ.get(var, '')!r} sets exitcode={qimgtest.SANITIZER_EXIT}")
-    for finding, marker in (("heap-overflow", "ERROR: AddressSanitizer"), ("leak", "ERROR: LeakSanitizer"),
+    for finding, marker in (("use-after-free", "ERROR: AddressSanitizer"), ("leak", "ERROR: LeakSanitizer"),
                             ("signed-overflow", "runtime error:")):
         try:
             rc, _, err = common.run_killable([probe, finding], timeout=30)
