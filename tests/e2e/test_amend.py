@@ -7,16 +7,18 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import qimgtest  # noqa: E402
 
 FAILURES = []
 
 
 def run(argv, **kw):
-    return subprocess.run(argv, capture_output=True, text=True, timeout=300, **kw)
+    return qimgtest.run(argv, text=True, timeout=300, **kw)
 
 
 def must(argv, **kw):
@@ -27,8 +29,7 @@ def must(argv, **kw):
 
 
 def qemu_io(img, cmds):
-    r = subprocess.run(["qemu-io", "-f", "qcow2", img], input="\n".join(cmds) + "\n", capture_output=True, text=True,
-                       timeout=300)
+    r = run(["qemu-io", "-f", "qcow2", img], input="\n".join(cmds) + "\n")
     if r.returncode != 0 or "error" in r.stdout.lower():
         raise RuntimeError(f"qemu-io failed on {img}: {r.stdout}{r.stderr}")
 
@@ -105,8 +106,7 @@ def build(d, name):
     if backing:
         base = os.path.join(d, f"{name}-base.{backing}")
         must(["qemu-img", "create", "-f", backing, base, "16M"])
-        r = subprocess.run(["qemu-io", "-f", backing, base], input="write -P 0x55 0 8M\n", capture_output=True,
-                           text=True, timeout=120)
+        r = run(["qemu-io", "-f", backing, base], input="write -P 0x55 0 8M\n")
         if r.returncode:
             raise RuntimeError(r.stderr)
         args += ["-b", os.path.basename(base), "-F", backing]
@@ -192,6 +192,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--qimg", required=True)
     qimg = os.path.abspath(ap.parse_args().qimg)
+    qimgtest.require_tools("qemu-img", "qemu-io")
     for name, (opts, _, _) in IMAGES.items():
         for amend, applies, qemu_supported in AMENDS:
             if not applies(opts):

@@ -27,9 +27,11 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import qimgtest  # noqa: E402
 
 QEMU_IMG = os.environ.get("QEMU_IMG", "qemu-img")
 QEMU_IO = os.environ.get("QEMU_IO", "qemu-io")
@@ -47,7 +49,7 @@ class SetupError(Exception):
 
 
 def run(argv, cwd=None):
-    return subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
+    return qimgtest.run(argv, cwd=cwd, text=True, timeout=TIMEOUT)
 
 
 def sh(argv, cwd=None):
@@ -499,6 +501,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     a = ap.parse_args()
     qimg = os.path.abspath(a.qimg)
+    qimgtest.require_tools(QEMU_IMG, QEMU_IO)
     root = tempfile.mkdtemp(prefix="qimg-check-")
     print(f"work directory: {root}")
     problems, ncases = [], 0
@@ -525,6 +528,8 @@ def main() -> int:
                     problems.append(f"{name}/{base}: setup failed: {e!r}")
     except SetupError as e:
         problems.append(f"setup: {e}")
+    if ncases == 0:
+        problems.append(f"no case matches -k {a.k!r}")
     if problems:
         print(f"\n{len(problems)} problem(s) in {ncases} cases:")
         for pr in problems:

@@ -16,10 +16,12 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import qimgtest  # noqa: E402
 
 SUBCOMMANDS = ("create", "info", "io", "convert", "map")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,15 +29,10 @@ TIMEOUT = 20
 
 
 def run(argv, cwd):
-    p = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, errors="replace", start_new_session=True)
     try:
-        out, err = p.communicate(timeout=TIMEOUT)
+        return qimgtest.run_killable(argv, cwd=cwd, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
         return None, "", f"timed out after {TIMEOUT}s"
-    return p.returncode, out, err
 
 
 def project_version() -> str | None:
@@ -125,7 +122,9 @@ def main() -> int:
     bad = []
     if rc != 0:
         bad.append(f"exit status {rc}")
-    if want and want not in out:
+    if not want:
+        bad.append("no project(qimg VERSION ...) in CMakeLists.txt to compare with")
+    elif want not in out:
         bad.append(f"output {out.strip()!r} does not contain the project version {want}")
     if "qimg" not in out:
         bad.append(f"output {out.strip()!r} does not name qimg")

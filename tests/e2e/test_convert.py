@@ -32,6 +32,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import qimgtest  # noqa: E402
+
 TIMEOUT = 120
 MIB = 1 << 20
 
@@ -43,8 +46,7 @@ class Checker:
 
     def run(self, argv, check=False):
         try:
-            p = subprocess.run(argv, cwd=self.work, capture_output=True, text=True, errors="replace",
-                               timeout=TIMEOUT)
+            p = qimgtest.run(argv, cwd=self.work, text=True, errors="replace", timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
             self.fail(f"{' '.join(argv)}: timed out")
             return 124, "", ""
@@ -442,10 +444,7 @@ def main() -> int:
     ap.add_argument("--qimg", required=True)
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
-    for tool in ("qemu-img", "qemu-io"):
-        if not shutil.which(tool):
-            print(f"SKIP: {tool} not installed")
-            return 0
+    qimgtest.require_tools("qemu-img", "qemu-io")
     work = tempfile.mkdtemp(prefix="qimg-convert-")
     c = Checker(os.path.abspath(a.qimg), work)
     make_source(c.path("src.raw"), 6 * MIB + 512 * 3, 1)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,10 +31,12 @@ ZSH = os.path.join(SOURCE_DIR, "completions", "_qimg")
 FISH = os.path.join(SOURCE_DIR, "completions", "qimg.fish")
 HELP_OPTIONS = {"-h", "--help"}
 
+sys.path.insert(0, os.path.join(HERE, "..", "support"))
+import qimgtest  # noqa: E402
+
 
 def qimg_help(qimg: str, *argv: str) -> str:
-    p = subprocess.run([qimg, *argv, "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       timeout=20)
+    p = qimgtest.run([qimg, *argv, "--help"], text=True, timeout=20)
     if p.returncode != 0:
         raise SystemExit(f"FAIL: `qimg {' '.join(argv)} --help` exited {p.returncode}: {p.stderr.strip()}")
     return p.stdout

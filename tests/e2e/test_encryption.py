@@ -15,9 +15,11 @@ its create is retried."""
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import qimgtest  # noqa: E402
 
 FAILURES = []
 PASS = "s3cr3t-Pass"
@@ -25,7 +27,7 @@ SECRET = f"secret,id=sec0,data={PASS}"
 
 
 def run(argv, **kw):
-    return subprocess.run(argv, capture_output=True, timeout=300, **kw)
+    return qimgtest.run(argv, timeout=300, **kw)
 
 
 def must(argv, **kw):
@@ -86,6 +88,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--qimg", required=True)
     qimg = os.path.abspath(ap.parse_args().qimg)
+    qimgtest.require_tools("qemu-img", "qemu-io")
     with tempfile.TemporaryDirectory(prefix="qimg-crypt-") as d:
         os.chdir(d)
         # --- qemu-img encrypts, qimg reads ---

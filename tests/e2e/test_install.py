@@ -21,9 +21,9 @@ and runs each on an extended-L2 image made by qemu-img and written by qemu-io.
 One project build serves all four. The temp directory is removed on success
 and kept (and printed) on failure.
 
-In a sanitizer build (QIMG_SANITIZE=ON next to --qimg) the test is skipped:
-the install it checks does not depend on the flavour, and the plain build
-runs it.
+In a sanitizer build (QIMG_SANITIZE=ON next to --qimg) the test skips itself
+(exit 77, which ctest reports as Skipped): the install it checks does not
+depend on the flavour, and the plain build runs it.
 
 Usage: test_install.py --qimg PATH
 """
@@ -35,11 +35,13 @@ import glob
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import qimgtest  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.dirname(os.path.dirname(HERE))
@@ -96,21 +98,17 @@ class Failed(Exception):
 def run(argv, cwd=None, env=None, timeout=STEP_TIMEOUT, log=None):
     """Runs argv; returns stdout. Raises Failed with the output tail on error."""
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True, errors="replace", start_new_session=True)
     try:
-        out, _ = p.communicate(timeout=timeout)
+        rc, out, _ = qimgtest.run_killable(argv, cwd=cwd, env=env, timeout=timeout, merge_stderr=True)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
         raise Failed(f"`{' '.join(argv)}` timed out after {timeout}s")
     if log:
         with open(log, "a") as f:
             f.write(f"$ {' '.join(argv)}\n{out}\n")
-    print(f"  [{time.monotonic() - t0:5.1f}s] {' '.join(argv)} -> rc={p.returncode}")
-    if p.returncode != 0:
+    print(f"  [{time.monotonic() - t0:5.1f}s] {' '.join(argv)} -> rc={rc}")
+    if rc != 0:
         tail = "\n".join(out.splitlines()[-25:])
-        raise Failed(f"`{' '.join(argv)}` exited {p.returncode}:\n{tail}")
+        raise Failed(f"`{' '.join(argv)}` exited {rc}:\n{tail}")
     return out
 
 
@@ -135,7 +133,7 @@ def clean_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items()
            if k not in ("CMAKE_PREFIX_PATH", "PKG_CONFIG_PATH", "PKG_CONFIG_LIBDIR", "LD_LIBRARY_PATH",
                         "CMAKE_GENERATOR", "CMAKE_BUILD_TYPE", "CXXFLAGS", "LDFLAGS")
-           and not k.startswith(("ASAN_", "UBSAN_"))}
+           and not k.startswith(("ASAN_", "UBSAN_", "LSAN_"))}
     env.update(extra)
     return env
 
@@ -221,12 +219,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args()
     if sanitizer_build(a.qimg):
-        print("skipped: sanitizer build (the install is checked by the plain build)")
-        return 0
-    for tool in ("cmake", "ninja", "pkg-config", "qemu-img", "qemu-io"):
-        if not shutil.which(tool):
-            print(f"FAIL: {tool} not found")
-            return 1
+        qimgtest.skip("sanitizer build (the install is checked by the plain build)")
+    qimgtest.require_tools("cmake", "ninja", "pkg-config", "ldd", "qemu-img", "qemu-io")
 
     work = tempfile.mkdtemp(prefix="qimg-install-")
     log = os.path.join(work, "log.txt")

@@ -8,13 +8,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import qimgtest  # noqa: E402
 
 FAILURES = []
 
 
 def run(argv):
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    return qimgtest.run(argv, text=True, timeout=60)
 
 
 def expect(argv, ok, what):
@@ -44,9 +46,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--qimg", required=True)
     q = os.path.abspath(ap.parse_args().qimg)
+    qimgtest.require_tools("qemu-img", "qemu-io")
     with tempfile.TemporaryDirectory(prefix="qimg-lock-") as d:
         img = os.path.join(d, "img.qcow2")
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", img, "16M"], check=True)
+        r = run(["qemu-img", "create", "-q", "-f", "qcow2", img, "16M"])
+        if r.returncode != 0:
+            print(f"FAIL setup: qemu-img create exited {r.returncode}: {r.stderr.strip()}")
+            return 1
         writer = hold(img, readonly=False)
         try:
             expect([q, "io", "-c", "write 0 4k", img], False, "second writer while qemu-io writes")

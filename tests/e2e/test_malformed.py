@@ -26,11 +26,13 @@ import argparse
 import hashlib
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import qimgtest  # noqa: E402
 
 QEMU_IMG = os.environ.get("QEMU_IMG", "qemu-img")
 QEMU_IO = os.environ.get("QEMU_IO", "qemu-io")
@@ -55,7 +57,7 @@ class SetupError(Exception):
 
 
 def sh(argv, cwd):
-    p = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=60)
+    p = qimgtest.run(argv, cwd=cwd, text=True, timeout=60)
     if p.returncode != 0:
         raise SetupError(f"setup command failed: {' '.join(map(str, argv))}\n{p.stdout}{p.stderr}")
     return p.stdout
@@ -380,20 +382,12 @@ def check_run(qimg, case, cmd, img, fmt, expect, work):
     before = sha(img)
     argv = argv_for(qimg, cmd, target, fmt, out)
     shown = " ".join(argv)
-    proc = subprocess.Popen(argv, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, errors="replace", start_new_session=True)
     try:
-        _, err = proc.communicate(timeout=TIMEOUT)
+        rc, _, err = qimgtest.run_killable(argv, cwd=work, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.communicate()
         print(f"  [PROBLEM] {cmd:9} timed out", flush=True)
         return [f"{case}: `{shown}` did not finish within {TIMEOUT}s"]
     problems = []
-    rc = proc.returncode
     lines = err.splitlines()
     if rc < 0 or rc >= 128:
         problems.append(f"crashed (exit status {rc})")
@@ -429,6 +423,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     a = ap.parse_args()
     qimg = os.path.abspath(a.qimg)
+    qimgtest.require_tools(QEMU_IMG, QEMU_IO)
     root = tempfile.mkdtemp(prefix="qimg-malformed-")
     print(f"work directory: {root}")
     problems = []
@@ -448,6 +443,8 @@ def main() -> int:
             continue
         for cmd in CMDS:
             problems += check_run(qimg, name, cmd, img, fmt, expect[cmd], work)
+    if ncases == 0:
+        problems.append(f"no case matches -k {a.k!r}")
     if problems:
         print(f"\n{len(problems)} problem(s) in {ncases} cases:")
         for pr in problems:

@@ -6,15 +6,17 @@ and --start-offset/--max-length windows. JSON must be identical text; human
 output identical too."""
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import qimgtest  # noqa: E402
 
 FAILURES = []
 
 
 def run(argv, **kw):
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, **kw)
+    return qimgtest.run(argv, text=True, timeout=120, **kw)
 
 
 def must(argv, **kw):
@@ -26,8 +28,7 @@ def must(argv, **kw):
 
 def qemu_io(img, cmds, fmt="qcow2"):
     # qemu-io reads commands from stdin, which keeps long command lists cheap.
-    r = subprocess.run(["qemu-io", "-f", fmt, img], input="\n".join(cmds) + "\n", capture_output=True, text=True,
-                       timeout=300)
+    r = run(["qemu-io", "-f", fmt, img], input="\n".join(cmds) + "\n")
     if r.returncode != 0:
         raise SystemExit(f"qemu-io failed: {r.stderr}")
 
@@ -52,6 +53,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--qimg", required=True)
     qimg = os.path.abspath(ap.parse_args().qimg)
+    qimgtest.require_tools("qemu-img", "qemu-io")
     with tempfile.TemporaryDirectory(prefix="qimg-map-") as d:
         os.chdir(d)
         # Every other cluster (64k clusters, 64 MiB).

@@ -26,9 +26,11 @@ import argparse
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from qimgtest import require_tools, run as run_checked  # noqa: E402
 
 FAILURES = []
 L1E_OFFSET_MASK = 0x00FFFFFFFFFFFE00
@@ -37,7 +39,7 @@ SECRET = ["--object", "secret,id=sec0,data=overlap-pass"]
 
 
 def run(argv, **kw):
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, **kw)
+    return run_checked(argv, timeout=120, text=True, **kw)
 
 
 def must(argv, **kw):
@@ -45,11 +47,6 @@ def must(argv, **kw):
     if r.returncode != 0:
         raise SystemExit(f"command failed ({r.returncode}): {' '.join(argv)}\n{r.stdout}{r.stderr}")
     return r
-
-
-def sanitizer_report(text):
-    return any(m in text for m in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                                   "SUMMARY: UndefinedBehaviorSanitizer"))
 
 
 class Image:
@@ -192,9 +189,7 @@ def after_checks(qimg, label, q_img, i_img, refused, read_cmd, same_check=True):
     if same_check:  # a cluster referenced twice (guest data and metadata) is a corruption
         expect_same(label, "qemu-img check of qemu's and qimg's image", run(["qemu-img", "check", q_img]).returncode,
                     qc.returncode)
-    rep = run([qimg, "check", "-r", "all", i_img])
-    if sanitizer_report(rep.stderr):
-        FAILURES.append(f"{label}: sanitizer report in check -r all:\n{rep.stderr}")
+    run([qimg, "check", "-r", "all", i_img])
     final = run(["qemu-img", "check", i_img])
     if final.returncode != 0 or Image(i_img).corrupt():
         FAILURES.append(f"{label}: after qimg check -r all: qemu-img check rc={final.returncode} corrupt bit "
@@ -213,9 +208,6 @@ def case(qimg, d, label, base, poke, structure, level=None, luks=False, cmd="wri
     before = Image(src).read(watch_off, watch_len)
     q = run(tool_argv("qemu", level, q_img, luks, cmd))
     i = run(tool_argv(qimg, level, i_img, luks, cmd))
-    if sanitizer_report(i.stderr) or i.returncode == 66:
-        FAILURES.append(f"{label}: sanitizer report:\n{i.stderr}")
-        return
     q_refused = "Marking image as corrupt" in q.stdout + q.stderr
     i_refused = i.returncode != 0 and "Marking image as corrupt" in i.stderr
     if qemu_differs:  # qimg protects what QEMU does not
@@ -248,9 +240,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--qimg", required=True)
     qimg = os.path.abspath(ap.parse_args().qimg)
-    for tool in ("qemu-img", "qemu-io"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"FAIL: {tool} is not installed (scripts/deps.sh installs it)")
+    require_tools("qemu-img", "qemu-io")
     with tempfile.TemporaryDirectory(prefix="qimg-overlap-") as d:
         plain = make_base(d, "plain.qcow2")
         ext = make_base(d, "ext.qcow2", "extended_l2=on")

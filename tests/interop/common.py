@@ -11,11 +11,13 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from qimgtest import run_killable  # noqa: E402  (fails the case on a sanitizer report)
 
 TIMEOUT = 60  # seconds per external command
 
@@ -60,23 +62,6 @@ class Result:
 
 def indent(s: str, pre: str = "    ") -> str:
     return "\n".join(pre + line for line in s.splitlines()) if s else pre + "(empty)"
-
-
-def run_killable(argv, *, cwd=None, timeout=TIMEOUT):
-    """Run argv in its own process group; on timeout kill the whole group (no orphans).
-    Returns (returncode, stdout, stderr); raises subprocess.TimeoutExpired."""
-    p = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, errors="replace", start_new_session=True)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, err = p.communicate()
-        raise subprocess.TimeoutExpired(argv, timeout, output=out, stderr=err)
-    return p.returncode, out, err
 
 
 def run(argv, *, check: bool = True, cwd: str | None = None, quiet: bool = False,

@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (KiB, MiB, CaseFailure, TempDir, diff_dicts, diff_json_lists,  # noqa: E402
                     first_mismatch, io_args, log, main_guard, raw_equivalent, run, run_json,
                     size_str, spot_checks, workload)
+from qimgtest import require_tools  # noqa: E402  (common.py put tests/support on the path)
 
 QEMU_IMG = os.environ.get("QEMU_IMG", "qemu-img")
 QEMU_IO = os.environ.get("QEMU_IO", "qemu-io")
@@ -540,11 +541,16 @@ def main() -> int:
     if not os.access(qimg, os.X_OK):
         print(f"qimg binary not found or not executable: {qimg}", file=sys.stderr)
         return 2
+    require_tools(QEMU_IMG, QEMU_IO)
     if a.case:
         return main_guard(lambda: run_case(qimg, a.case))
     failed = []
-    for n in case_names():
-        if a.k in n and main_guard(lambda: run_case(qimg, n)) != 0:
+    names = [n for n in case_names() if a.k in n]
+    if not names:
+        print(f"no case matches -k {a.k!r}; see --list", file=sys.stderr)
+        return 2
+    for n in names:
+        if main_guard(lambda: run_case(qimg, n)) != 0:
             failed.append(n)
     log(f"\n{len(failed)} failed: {' '.join(failed)}" if failed else "\nall passed")
     return 1 if failed else 0

@@ -1,5 +1,5 @@
 // Small helpers shared by the unit tests: temp directories, whole-file I/O,
-// deterministic byte patterns and running qemu-img.
+// deterministic byte patterns and running qemu-img (and other tools).
 #pragma once
 
 #include <doctest/doctest.h>
@@ -86,6 +86,13 @@ inline std::string shell_quote(const std::string& s) {
   return out + "'";
 }
 
+// Fails the current test case unless `tool` is on PATH. Every test that runs a tool calls it
+// first: CI installs them all (scripts/deps.sh), so a missing tool is a failure, never a skip.
+inline void require_tool(const std::string& tool) {
+  const std::string probe = "command -v " + shell_quote(tool) + " >/dev/null 2>&1";
+  REQUIRE_MESSAGE(std::system(probe.c_str()) == 0, tool << " is not on PATH (scripts/deps.sh installs it)");
+}
+
 // Runs a shell command, capturing stdout (stderr is appended); returns the exit status.
 inline int run_command(const std::string& cmd, std::string* output = nullptr) {
   FILE* p = popen((cmd + " 2>&1").c_str(), "r");
@@ -115,6 +122,7 @@ inline long json_number(const std::string& s, const char* key) {
 }
 
 inline QemuCheck qemu_check(const std::string& path) {
+  require_tool("qemu-img");
   QemuCheck c;
   c.rc = run_command("qemu-img check -f qcow2 --output=json " + shell_quote(path), &c.output);
   c.corruptions = json_number(c.output, "corruptions");

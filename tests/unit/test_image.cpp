@@ -62,6 +62,7 @@ void qemu_check_clean(const std::string& path) {
 }
 
 void qemu_compare(const std::string& image, const GuestModel& m, const std::string& raw) {
+  qtest::require_tool("qemu-img");
   m.write_raw(raw);
   std::string out;
   int rc = qtest::run_command("qemu-img compare -f qcow2 -F raw " + qtest::shell_quote(image) + " " + qtest::shell_quote(raw),
