@@ -28,11 +28,17 @@ namespace qcow {
 
 enum class Repair { kNone, kLeaks, kAll };
 
+// The most memory check (and a refcount rebuild) uses to count references: 16 bits
+// per host cluster that metadata references, in pages, so a sparse file of any length
+// costs only what its metadata references. An image that needs more fails with kLimit.
+inline constexpr uint64_t kDefaultCheckMemoryLimit = uint64_t(1) << 30;
+
 struct CheckOptions {
   std::optional<Format> format;  // probed when empty
   Repair repair = Repair::kNone;
   bool force_share = false;      // -U: take no lock (read-only checks only)
   OverlapCheck overlap_check = OverlapCheck::kCached;  // for the writes of a repair
+  uint64_t memory_limit = kDefaultCheckMemoryLimit;    // for counting references (see above)
   FileWrapFn wrap_file;          // decorates the image file (fault injection and recording in tests)
 };
 

@@ -20,9 +20,9 @@ int CheckReport::exit_code() const {
   return 0;
 }
 
-Status check_pass(Qcow2Driver& d, CheckReport& r) {
+Status check_pass(Qcow2Driver& d, uint64_t memory_limit, CheckReport& r) {
   const Geometry& g = d.geometry();
-  RefcountWalk w;
+  RefcountWalk w(memory_limit);
   QCOW_TRY(walk_refcounts(d, WalkRefcountStructures::kInclude, w));
   r.messages.insert(r.messages.end(), w.messages.begin(), w.messages.end());
   StoredRefcounts stored(d.image_file(), g);
@@ -68,17 +68,17 @@ Result<CheckReport> check_image_impl(const std::string& path, const CheckOptions
     return report;
   }
   if (o.repair == Repair::kNone) {
-    QCOW_TRY(check_pass(static_cast<Qcow2Driver&>(*driver), report));
+    QCOW_TRY(check_pass(static_cast<Qcow2Driver&>(*driver), o.memory_limit, report));
     return report;
   }
   CheckTally t;
   std::vector<std::string> repair_messages;
-  QCOW_TRY(repair_pass(static_cast<Qcow2Driver&>(*driver), o.repair, t, repair_messages));
+  QCOW_TRY(repair_pass(static_cast<Qcow2Driver&>(*driver), o.repair, o.memory_limit, t, repair_messages));
   QCOW_TRY(driver->close());
   driver.reset();
   // Double-check the repaired image from a fresh open (the report describes this pass).
   QCOW_ASSIGN_OR_RETURN(driver, open_for_check(path, o, false));
-  QCOW_TRY(check_pass(static_cast<Qcow2Driver&>(*driver), report));
+  QCOW_TRY(check_pass(static_cast<Qcow2Driver&>(*driver), o.memory_limit, report));
   report.corruptions_fixed = t.corruptions_fixed;
   report.leaks_fixed = t.leaks_fixed;
   if (t.corruptions_fixed || t.leaks_fixed || t.check_errors) {

@@ -25,7 +25,7 @@ struct CheckTally {
 // mismatches it may fix are changed in `stored` (write_back() makes them real):
 // leaks with kLeaks and kAll, too-low refcounts with kAll. A used cluster whose
 // stored refcount is 0 always sets tally.rebuild.
-Status compare_refcounts(StoredRefcounts& stored, const std::vector<uint64_t>& counts, Repair fix, CheckTally& tally,
+Status compare_refcounts(StoredRefcounts& stored, const ClusterCounts& counts, Repair fix, CheckTally& tally,
                          std::vector<std::string>& messages);
 
 // QEMU's check_oflag_copied(): COPIED on active L1 and L2 entries must be set
@@ -37,9 +37,10 @@ Status check_copied(Qcow2Driver& d, StoredRefcounts& stored, bool repair, CheckT
 Status apply_entry_fixes(Qcow2Driver& d, const RefcountWalk& walk);
 
 // check -r: one repairing pass over an image opened writable with OpenOptions::repair.
-Status repair_pass(Qcow2Driver& d, Repair repair, CheckTally& tally, std::vector<std::string>& messages);
+Status repair_pass(Qcow2Driver& d, Repair repair, uint64_t memory_limit, CheckTally& tally,
+                   std::vector<std::string>& messages);
 
 // One read-only pass: findings, counts and statistics into the report.
-Status check_pass(Qcow2Driver& d, CheckReport& report);
+Status check_pass(Qcow2Driver& d, uint64_t memory_limit, CheckReport& report);
 
 }  // namespace qcow

@@ -15,8 +15,8 @@
 
 namespace qcow {
 
-Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order) {
-  RefcountWalk w;
+Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order, uint64_t memory_limit) {
+  RefcountWalk w(memory_limit);
   QCOW_TRY(walk_refcounts(d, WalkRefcountStructures::kExclude, w));
   Geometry g = d.geometry();
   if (new_order) {  // amend refcount_bits: same walk, new entry width
@@ -26,19 +26,20 @@ Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order) {
   }
   const uint64_t cs = g.cluster_size, rbe = g.refblock_entries;
   QCOW_ASSIGN_OR_RETURN(uint64_t file_size, d.image_file().size());
-  const uint64_t E = std::max<uint64_t>(w.counts.size(), div_round_up(file_size, cs));
-  std::vector<uint64_t>& counts = w.counts;
-  counts.resize(E, 0);
-  for (uint64_t c : counts)
-    if (c > g.max_refcount())
-      return Status::limit(fmt::format("a cluster is referenced {} times, more than {}-bit refcounts can hold", c, g.refcount_bits));
+  const uint64_t E = std::max<uint64_t>(w.counts.end(), div_round_up(file_size, cs));
+  ClusterCounts& counts = w.counts;
+  uint64_t too_many = 0;
+  counts.for_each_page([&](uint64_t first) {
+    for (uint64_t c = first; c < first + ClusterCounts::kPageClusters; ++c) too_many = std::max(too_many, counts.get(c));
+  });
+  if (too_many > g.max_refcount())
+    return Status::limit(fmt::format("a cluster is referenced {} times, more than {}-bit refcounts can hold", too_many,
+                                     g.refcount_bits));
 
   auto range_used = [&](uint64_t rt, uint64_t area_end) {
     uint64_t lo = rt * rbe, hi = (rt + 1) * rbe;
     if (hi > E && lo < area_end) return true;
-    for (uint64_t c = lo; c < std::min(hi, E); ++c)
-      if (counts[c]) return true;
-    return false;
+    return counts.any_in(lo, std::min(hi, E));
   };
   uint64_t B = 0, T = 1;
   std::vector<uint64_t> needed;
@@ -56,9 +57,8 @@ Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order) {
   }
   if ((T * cs) > kMaxReftableBytes) return Status::limit("rebuilt refcount table would exceed 8 MiB");
   const uint64_t table_cluster = E + B;
-  counts.resize(E + B + T, 0);
-  for (uint64_t j = 0; j < needed.size(); ++j) counts[E + j] = 1;
-  for (uint64_t c = table_cluster; c < table_cluster + T; ++c) counts[c] = 1;
+  for (uint64_t j = 0; j < needed.size(); ++j) QCOW_TRY(counts.set(E + j, 1));
+  for (uint64_t c = table_cluster; c < table_cluster + T; ++c) QCOW_TRY(counts.set(c, 1));
 
   ImageFile& file = d.image_file();
   std::vector<uint8_t> block(cs);
@@ -66,8 +66,8 @@ Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order) {
   for (uint64_t j = 0; j < needed.size(); ++j) {
     uint64_t rt = needed[j];
     std::fill(block.begin(), block.end(), 0);
-    for (uint64_t i = 0; i < rbe && rt * rbe + i < counts.size(); ++i)
-      if (counts[rt * rbe + i]) set_refcount_entry(block.data(), g.refcount_order, i, counts[rt * rbe + i]);
+    for (uint64_t i = 0; i < rbe; ++i)
+      if (uint64_t v = counts.get(rt * rbe + i)) set_refcount_entry(block.data(), g.refcount_order, i, v);
     QCOW_TRY(file.write_metadata(Structure::kRefcountBlock, (E + j) * cs, block));
     table[rt] = (E + j) * cs;
   }

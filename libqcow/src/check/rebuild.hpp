@@ -7,10 +7,12 @@
 #include <cstdint>
 #include <optional>
 
+#include "qcow/check.hpp"
 #include "qcow2/qcow2_driver.hpp"
 
 namespace qcow {
 
-Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order);
+Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order,
+                         uint64_t memory_limit = kDefaultCheckMemoryLimit);
 
 }  // namespace qcow

@@ -30,9 +30,10 @@ Status apply_entry_fixes(Qcow2Driver& d, const RefcountWalk& w) {
   return f.flush();
 }
 
-Status repair_pass(Qcow2Driver& d, Repair repair, CheckTally& t, std::vector<std::string>& messages) {
+Status repair_pass(Qcow2Driver& d, Repair repair, uint64_t memory_limit, CheckTally& t,
+                   std::vector<std::string>& messages) {
   const Geometry& g = d.geometry();
-  RefcountWalk w;
+  RefcountWalk w(memory_limit);
   QCOW_TRY(walk_refcounts(d, WalkRefcountStructures::kInclude, w,
                           repair == Repair::kAll ? WalkFixes::kPlan : WalkFixes::kReport));
   messages.insert(messages.end(), w.messages.begin(), w.messages.end());
@@ -65,12 +66,12 @@ Status repair_pass(Qcow2Driver& d, Repair repair, CheckTally& t, std::vector<std
   if (rebuild) {
     messages.insert(messages.end(), pre_messages.begin(), pre_messages.end());
     messages.push_back("Rebuilding refcount structure");
-    QCOW_TRY(rebuild_refcounts(d, std::nullopt));
+    QCOW_TRY(rebuild_refcounts(d, std::nullopt, memory_limit));
     t.corruptions -= w.refblock_corruptions;
     t.corruptions_fixed += w.refblock_corruptions + pre.corruptions;
     t.leaks_fixed += pre.leaks;
     // The old refcount structures are leaked now: free them.
-    RefcountWalk after;
+    RefcountWalk after(memory_limit);
     QCOW_TRY(walk_refcounts(d, WalkRefcountStructures::kInclude, after));
     QCOW_TRY(stored.load(d.header().refcount_table_offset, d.header().refcount_table_clusters));
     CheckTally fresh;

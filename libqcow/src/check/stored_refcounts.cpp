@@ -33,6 +33,11 @@ Result<std::vector<uint8_t>*> StoredRefcounts::block(uint64_t rt) {
     return Status::corrupt(fmt::format("refblock offset {:#x} unaligned (reftable index: {:#x})", off, rt));
   auto it = blocks_.find(rt);
   if (it != blocks_.end()) return &it->second;
+  if (blocks_.size() >= kMaxCachedBlocks) {
+    QCOW_TRY(write_back());
+    blocks_.clear();
+    dirty_.clear();
+  }
   std::vector<uint8_t> b(geo_.cluster_size, 0);
   if (off < file_size_) {
     QCOW_ASSIGN_OR_RETURN(size_t got, file_.read_at(off, std::span<uint8_t>(b.data(),

@@ -27,8 +27,16 @@ class StoredRefcounts {
   Status set(uint64_t cluster, uint64_t value);
   // Writes every changed refcount block back (whole blocks; no flush).
   Status write_back();
+  // Clusters of the file (the domain QEMU's check compares), and of one block's range.
+  uint64_t file_clusters() const { return (file_size_ + geo_.cluster_size - 1) / geo_.cluster_size; }
+  uint64_t clusters_per_block() const { return geo_.refblock_entries; }
+  // Whether the refcount table has an entry (usable or not) for block range rt.
+  bool has_block(uint64_t rt) const { return rt < reftable_.size() && (reftable_[rt] & ~uint64_t(0x1ff)); }
 
  private:
+  // Blocks kept in memory at most (bounded memory on huge tables); dirty ones are
+  // written back before the cache is dropped.
+  static constexpr size_t kMaxCachedBlocks = 256;
   Result<std::vector<uint8_t>*> block(uint64_t rt_index);
 
   ImageFile& file_;

@@ -10,8 +10,6 @@
 namespace qcow {
 namespace {
 
-constexpr uint64_t kMaxWalkClusters = 1ull << 28;  // 2 GiB of counters at most
-
 class Walker {
  public:
   Walker(Qcow2Driver& d, RefcountWalk& out, uint64_t file_size, WalkFixes fixes)
@@ -29,24 +27,29 @@ class Walker {
   }
 
   // Counts [offset, offset+len) as referenced once (QEMU's qcow2_inc_refcounts_imrt).
+  // Running out of counter memory stops the counting; status() reports it.
   void ref(uint64_t offset, uint64_t len) {
-    if (!len) return;
+    if (!len || !status_.is_ok()) return;
     if (!within_file(offset, len)) {
       problem(false, past_end(offset, len));
       return;
     }
     uint64_t first = offset >> g_.cluster_bits, last = (offset + len - 1) >> g_.cluster_bits;
-    if (last >= out_.counts.size()) out_.counts.resize(last + 1, 0);
     for (uint64_t c = first; c <= last; ++c) {
-      if (out_.counts[c] == g_.max_refcount()) {
+      if (out_.counts.get(c) == g_.max_refcount()) {
         out_.messages.push_back(fmt::format("ERROR: overflow cluster offset={:#x}", c << g_.cluster_bits));
         out_.messages.push_back("Use qemu-img amend to increase the refcount entry size");
         ++out_.corruptions;
         continue;
       }
-      ++out_.counts[c];
+      Status s = out_.counts.add(c);
+      if (!s.is_ok()) {
+        status_ = s.prepend(fmt::format("{}: ", d_.image_file().path()));
+        return;
+      }
     }
   }
+  const Status& status() const { return status_; }
 
   // Reads a table; bytes past the end of the file read as zeros (as in QEMU).
   Status table(uint64_t offset, uint64_t bytes, std::vector<uint8_t>& buf) {
@@ -266,11 +269,12 @@ class Walker {
         broken(fmt::format("refcount table entry {} has reserved bits set", i));
       } else if (off & (cs - 1)) {
         broken(fmt::format("refcount block {} is not cluster aligned; refcount table entry corrupted", i));
-      } else if (off && cluster >= out_.counts.size()) {
+      } else if (off && cluster >= std::max(out_.counts.end(), div_round_up(file_size_, cs))) {
         broken(fmt::format("refcount block {} is outside image", i));
       } else if (off) {
         ref(off, cs);
-        if (out_.counts[cluster] != 1) broken(fmt::format("refcount block {} refcount={}", i, out_.counts[cluster]));
+        if (out_.counts.get(cluster) != 1)
+          broken(fmt::format("refcount block {} refcount={}", i, out_.counts.get(cluster)));
       }
     }
     return Status::ok();
@@ -285,6 +289,7 @@ class Walker {
   uint64_t guest_clusters_ = 0;  // clusters of the virtual disk
   bool in_disk_ = false;         // the current L2 entry maps a guest cluster below the virtual size
   std::set<uint64_t> visited_l2_;
+  Status status_;
 };
 
 }  // namespace
@@ -293,9 +298,6 @@ Status walk_refcounts(Qcow2Driver& d, WalkRefcountStructures mode, RefcountWalk&
   const Header& h = d.header();
   const Geometry& g = d.geometry();
   QCOW_ASSIGN_OR_RETURN(uint64_t file_size, d.image_file().size());
-  uint64_t nclusters = div_round_up(file_size, g.cluster_size);
-  if (nclusters > kMaxWalkClusters) return Status::limit("image file too large to walk (more than 2^28 clusters)");
-  out.counts.assign(nclusters, 0);
   Walker w(d, out, file_size, fixes);
   w.ref(0, g.cluster_size);
   QCOW_TRY(w.l1(h.l1_table_offset, h.l1_size, true));
@@ -321,7 +323,7 @@ Status walk_refcounts(Qcow2Driver& d, WalkRefcountStructures mode, RefcountWalk&
   if (h.bitmaps && h.bitmaps->bitmap_directory_size && (h.autoclear_features & kAutoclearBitmaps))
     QCOW_TRY(w.bitmaps(*h.bitmaps));
   if (mode == WalkRefcountStructures::kInclude) QCOW_TRY(w.refblocks(h));
-  return Status::ok();
+  return w.status();
 }
 
 }  // namespace qcow

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "check/cluster_counts.hpp"
 #include "map/l2_entry.hpp"
 #include "qcow/check.hpp"
 #include "qcow2/qcow2_driver.hpp"
@@ -32,7 +33,8 @@ struct L2Fix {
 };
 
 struct RefcountWalk {
-  std::vector<uint64_t> counts;          // recomputed refcount per host cluster
+  explicit RefcountWalk(uint64_t memory_limit = kDefaultCheckMemoryLimit) : counts(memory_limit) {}
+  ClusterCounts counts;                  // recomputed refcount per host cluster
   std::vector<std::string> messages;     // one line per finding, QEMU's wording where it has one
   uint64_t corruptions = 0;              // findings that stay (not planned for repair)
   uint64_t refblock_corruptions = 0;     // of these, the ones a refcount rebuild fixes
@@ -50,8 +52,8 @@ enum class WalkRefcountStructures { kInclude, kExclude };
 // entries instead of corruptions, and references the fixes drop are not counted.
 enum class WalkFixes { kReport, kPlan };
 
-// Memory is bounded by the file size: one counter per host cluster of the file
-// (plus a bounded margin for references past its end, which QEMU counts too).
+// Memory follows the clusters the metadata references (ClusterCounts), up to the
+// RefcountWalk's limit: past it the walk fails with kLimit.
 Status walk_refcounts(Qcow2Driver& d, WalkRefcountStructures mode, RefcountWalk& out,
                       WalkFixes fixes = WalkFixes::kReport);
 
