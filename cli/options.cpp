@@ -161,6 +161,10 @@ qcow::Status parse_option_list(const std::vector<std::string>& args, OptionList*
     std::string item;
     auto finish = [&]() {
       if (item == "help" || item == "?") {
+        if (!out->help) {
+          out->help_item = item;
+          out->help_index = out->items.size();
+        }
         out->help = true;
       } else if (!item.empty()) {
         size_t eq = item.find('=');

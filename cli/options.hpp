@@ -27,6 +27,8 @@ struct OptionItem {
 struct OptionList {
   std::vector<OptionItem> items;  // in command-line order; later items win
   bool help = false;              // "help" or "?" appeared
+  std::string help_item;          // the first of them, and how many items preceded it
+  size_t help_index = 0;
 };
 
 // Splits every -o argument at ',' (",," is a literal comma) and appends the

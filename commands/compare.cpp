@@ -15,13 +15,15 @@ namespace qimg {
 
 void register_compare(CLI::App& app, std::shared_ptr<CompareOptions> o) {
   add_secret_options(app);
-  app.add_option("-f", o->format1, "Format of FILE1 (default: probe)");
-  app.add_option("-F", o->format2, "Format of FILE2 (default: probe)");
+  const auto last = CLI::MultiOptionPolicy::TakeLast;  // qemu-img's getopt: a repeated option's last value counts
+  app.add_option("-f", o->format1, "Format of FILE1 (default: probe)")->multi_option_policy(last);
+  app.add_option("-F", o->format2, "Format of FILE2 (default: probe)")->multi_option_policy(last);
   app.add_flag("-s", o->strict, "Strict: images of different sizes, or with different allocation, differ");
   app.add_flag("-p", o->progress, "Show progress on a terminal");
   app.add_flag("-q", o->quiet, "Quiet: print nothing, only the exit status tells");
   app.add_flag("-U,--force-share", o->force_share, "Open the images without taking the lock");
-  app.add_option("-T", o->source_cache, "Cache mode for reading: writeback (default), writethrough, unsafe, none, directsync");
+  app.add_option("-T", o->source_cache, "Cache mode for reading: writeback (default), writethrough, unsafe, none, directsync")
+      ->multi_option_policy(last);
   app.add_option("files", o->files, "FILE1 FILE2");
 }
 

@@ -17,12 +17,15 @@ namespace qimg {
 
 void register_measure(CLI::App& app, std::shared_ptr<MeasureOptions> o) {
   add_secret_options(app);
-  app.add_option("--output", o->output, "Output format: human or json");
-  app.add_option("-O", o->output_format, "Format of the image to measure for: raw (default) or qcow2");
+  const auto last = CLI::MultiOptionPolicy::TakeLast;  // qemu-img's getopt: a repeated option's last value counts
+  app.add_option("--output", o->output, "Output format: human or json")->multi_option_policy(last);
+  app.add_option("-O", o->output_format, "Format of the image to measure for: raw (default) or qcow2")
+      ->multi_option_policy(last);
   app.add_option("-o", o->options, "Creation options key=value[,...] of that image")->allow_extra_args(false);
-  app.add_option("-f", o->format, "Format of FILE (default: probe)");
-  app.add_option("-l", o->snapshot, "Measure an internal snapshot of FILE: snapshot.id=ID[,snapshot.name=NAME] or NAME");
-  app.add_option("--size", o->size, "Virtual size of an empty image (instead of FILE)");
+  app.add_option("-f", o->format, "Format of FILE (default: probe)")->multi_option_policy(last);
+  app.add_option("-l", o->snapshot, "Measure an internal snapshot of FILE: snapshot.id=ID[,snapshot.name=NAME] or NAME")
+      ->multi_option_policy(last);
+  app.add_option("--size", o->size, "Virtual size of an empty image (instead of FILE)")->multi_option_policy(last);
   app.add_flag("-U,--force-share", o->force_share, "Open FILE without taking the lock");
   app.add_option("file", o->files, "Image whose data the new image would hold");
 }
@@ -107,9 +110,10 @@ void print_measurement(const qcow::Measurement& m, OutputFormat output) {
     if (m.bitmaps) text += fmt::format("bitmaps size: {}\n", *m.bitmaps);
   } else {
     Json j = Json::object();
-    j["required"] = m.required;
-    j["fully-allocated"] = m.fully_allocated;
-    if (m.bitmaps) j["bitmaps"] = *m.bitmaps;
+    // QAPI's BlockMeasureInfo fields are int64: qemu-img prints 2^63 as -2^63.
+    j["required"] = static_cast<int64_t>(m.required);
+    j["fully-allocated"] = static_cast<int64_t>(m.fully_allocated);
+    if (m.bitmaps) j["bitmaps"] = static_cast<int64_t>(*m.bitmaps);
     text = json_pretty(qemu_key_order(j)) + "\n";
   }
   std::fwrite(text.data(), 1, text.size(), stdout);
@@ -123,9 +127,9 @@ int run_measure(const MeasureOptions& o) {
   OutputFormat output;
   if (qcow::Status s = parse_output_option(o.output, &output); !s) return fail(s);
   std::optional<uint64_t> size;
-  if (!o.size.empty()) {
+  if (o.size) {
     std::string error;
-    size = parse_size_arg("image size", o.size, 0, kInt64Max, &error);
+    size = parse_size_arg("image size", *o.size, 0, kInt64Max, &error);
     if (!size) return fail(error);
   }
   SnapshotSpec snapshot;
@@ -150,7 +154,12 @@ int run_measure(const MeasureOptions& o) {
   OptionList list;
   CreateSpec spec;
   qcow::Status parsed = parse_option_list(o.options, &list);
-  if (parsed && list.help) parsed = qcow::Status::invalid("Invalid parameter 'help'");
+  if (parsed && list.help) {
+    // measure has no -o help: the word is an unknown option, reported in its place.
+    list.items.resize(list.help_index);
+    parsed = parse_create_options(list, *format, &spec, HostFileOptions::kAccept);
+    if (parsed) parsed = qcow::Status::invalid(fmt::format("Invalid parameter '{}'", list.help_item));
+  }
   if (parsed) parsed = parse_create_options(list, *format, &spec, HostFileOptions::kAccept);
   if (!parsed) {
     fail(parsed);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,7 +19,7 @@ struct MeasureOptions {
   std::vector<std::string> options;    // -o, accumulated
   std::string format;                  // -f (empty: probe)
   std::string snapshot;                // -l snapshot.id=ID[,snapshot.name=NAME] or ID-or-NAME
-  std::string size;                    // --size (empty: measure FILE)
+  std::optional<std::string> size;     // --size (unset: measure FILE)
   bool force_share = false;            // -U
   std::vector<std::string> files;      // at most one FILE
 };

@@ -126,7 +126,8 @@ Result<Measurement> measure_qcow2(const MeasureOptions& o, Image* source) {
   uint64_t virtual_size = round_up(o.size, cluster_size);
   const uint64_t l2e = l2_entry_bytes(entries);
   const uint64_t l2_tables = div_round_up(virtual_size / cluster_size, cluster_size / l2e);
-  if (l2_tables > kMaxL1Bytes / l2e) return Status::invalid("The image size is too large (try using a larger cluster size)");
+  if (l2_tables > kMaxL1Bytes / kL1EntryBytes)
+    return Status::invalid("The image size is too large (try using a larger cluster size)");
 
   uint64_t required = 0;  // data clusters
   if (source) {
