@@ -84,7 +84,7 @@ Result<uint64_t> data_clusters_bytes(Image& source, uint64_t cluster_size) {
     required += next - start / cluster_size * cluster_size;
     return true;
   });
-  if (!s.is_ok()) return s;
+  if (!s.is_ok()) return s.prepend("Unable to get block status: ");
   return required;
 }
 
