@@ -16,11 +16,13 @@
 #include "commands/amend.hpp"
 #include "commands/bench.hpp"
 #include "commands/check.hpp"
+#include "commands/compare.hpp"
 #include "commands/convert.hpp"
 #include "commands/create.hpp"
 #include "commands/info.hpp"
 #include "commands/io.hpp"
 #include "commands/map.hpp"
+#include "commands/measure.hpp"
 #include "qcow/image.hpp"
 
 #ifndef QIMG_VERSION
@@ -53,11 +55,13 @@ const Command kCommands[] = {
     {"amend", "Change the format-specific options of an image", &setup<AmendOptions, register_amend, run_amend>},
     {"bench", "Run a simple image benchmark or a copy-on-write scenario", &setup<BenchOptions, register_bench, run_bench>},
     {"check", "Check the image for errors", &setup<CheckOptions, register_check, run_check>},
+    {"compare", "Check whether two images have the same content", &setup<CompareOptions, register_compare, run_compare>},
     {"convert", "Convert or copy images", &setup<ConvertOptions, register_convert, run_convert>},
     {"create", "Create a new image", &setup<CreateOptions, register_create, run_create>},
     {"info", "Show information about an image", &setup<InfoOptions, register_info, run_info>},
     {"io", "Run qemu-io style commands on an image", &setup<IoOptions, register_io, run_io>},
     {"map", "Show the allocation map of an image", &setup<MapOptions, register_map, run_map>},
+    {"measure", "Calculate the file size required for a new image", &setup<MeasureOptions, register_measure, run_measure>},
 };
 
 int run(int argc, char** argv) {

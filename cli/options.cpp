@@ -51,6 +51,12 @@ const OptDesc kRawOpts[] = {
     {"size", OptType::kSize, "Virtual disk size", nullptr},
 };
 
+// qemu's file driver (file-posix) creation options, beyond size and preallocation.
+const OptDesc kHostFileOpts[] = {
+    {"nocow", OptType::kBool, "Turn off copy-on-write (valid only on btrfs)", nullptr},
+    {"extent_size_hint", OptType::kSize, "Extent size hint for the image file, 0 to disable", nullptr},
+};
+
 // The order qemu-img prints options in its "Formatting" line.
 const char* const kQcow2PrintOrder[] = {
     "encryption", "encrypt.format", "encrypt.key-secret", "encrypt.cipher-alg", "encrypt.cipher-mode",
@@ -155,6 +161,10 @@ qcow::Status parse_option_list(const std::vector<std::string>& args, OptionList*
     std::string item;
     auto finish = [&]() {
       if (item == "help" || item == "?") {
+        if (!out->help) {
+          out->help_item = item;
+          out->help_index = out->items.size();
+        }
         out->help = true;
       } else if (!item.empty()) {
         size_t eq = item.find('=');
@@ -183,10 +193,16 @@ qcow::Status parse_option_list(const std::vector<std::string>& args, OptionList*
   return qcow::Status::ok();
 }
 
-qcow::Status parse_create_options(const OptionList& list, qcow::Format format, CreateSpec* spec) {
+qcow::Status parse_create_options(const OptionList& list, qcow::Format format, CreateSpec* spec,
+                                  HostFileOptions host_file) {
   spec->format = format;
   for (const OptionItem& item : list.items) {
     const OptDesc* d = find_desc(format, item.key);
+    if (!d && host_file == HostFileOptions::kAccept) {
+      for (const auto& h : kHostFileOpts) {
+        if (item.key == h.name) d = &h;
+      }
+    }
     if (!d) return qcow::Status::invalid(fmt::format("Invalid parameter '{}'", item.key));
     std::string shown;
     QCOW_TRY(check_type(*d, item.value, &shown));

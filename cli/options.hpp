@@ -27,6 +27,8 @@ struct OptionItem {
 struct OptionList {
   std::vector<OptionItem> items;  // in command-line order; later items win
   bool help = false;              // "help" or "?" appeared
+  std::string help_item;          // the first of them, and how many items preceded it
+  size_t help_index = 0;
 };
 
 // Splits every -o argument at ',' (",," is a literal comma) and appends the
@@ -45,8 +47,13 @@ struct CreateSpec {
   qcow::CreateOptions options;  // filled by validate_create_options()
 };
 
+// Whether the host file's own creation options (qemu's file driver: nocow,
+// extent_size_hint) are accepted besides the format's; qemu-img measure takes them.
+enum class HostFileOptions { kReject, kAccept };
+
 // Stage one: syntax and types. Later keys override earlier ones.
-qcow::Status parse_create_options(const OptionList& list, qcow::Format format, CreateSpec* spec);
+qcow::Status parse_create_options(const OptionList& list, qcow::Format format, CreateSpec* spec,
+                                  HostFileOptions host_file = HostFileOptions::kReject);
 
 // Sets a string option as if it had been given with -o (used for -b and -F).
 void set_create_option(CreateSpec* spec, const std::string& key, const std::string& value);

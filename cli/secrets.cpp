@@ -121,6 +121,13 @@ void add_secret_options(CLI::App& app) {
   app.add_option("--key-secret", state().key_secret, "ID of the --object secret that unlocks the image");
 }
 
+qcow::Status check_secret_objects() {
+  std::map<std::string, std::string> secrets;
+  return load_secrets(&secrets);
+}
+
+bool image_opts_given() { return state().image_opts; }
+
 qcow::Result<std::string> secret_by_id(const std::string& id) {
   std::map<std::string, std::string> secrets;
   QCOW_TRY(load_secrets(&secrets));
@@ -166,8 +173,7 @@ qcow::Status apply_secret_options(std::string* filename, std::string* format, qc
     options->key_secret = std::move(secret);
   } else {
     // Syntax errors in --object are reported even when no image uses them.
-    std::map<std::string, std::string> secrets;
-    QCOW_TRY(load_secrets(&secrets));
+    QCOW_TRY(check_secret_objects());
   }
   return qcow::Status::ok();
 }

@@ -27,6 +27,12 @@ void add_secret_options(CLI::App& app);
 // ids fail like qemu-img.
 qcow::Status apply_secret_options(std::string* filename, std::string* format, qcow::OpenOptions* options);
 
+// Parses every --object without using one: qemu-img reports their errors first.
+qcow::Status check_secret_objects();
+
+// Whether --image-opts was given.
+bool image_opts_given();
+
 // The bytes of the secret object `id` (for -o encrypt.key-secret=ID).
 qcow::Result<std::string> secret_by_id(const std::string& id);
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -61,6 +62,18 @@ std::optional<uint64_t> parse_uint(const std::string& text, uint64_t max) {
   return v;
 }
 
+// qemu-img's --pattern: qemu_strtoul() in base 0 (decimal, 0x hex, 0 octal; leading
+// blanks and a sign as strtoul takes them), the whole string, at most 0xff.
+std::optional<uint64_t> parse_pattern_byte(const std::string& text) {
+  const char* begin = text.c_str();
+  char* end = nullptr;
+  errno = 0;
+  unsigned long v = std::strtoul(begin, &end, 0);
+  if (errno == ERANGE) v = ULONG_MAX;
+  if (end == begin || *end != '\0' || v > 0xff) return std::nullopt;
+  return v;
+}
+
 // Reads requests first + k*threads, wrapping at the end of the disk like qemu-img bench.
 qcow::Status read_worker(qcow::Image& img, uint64_t count, uint64_t first, uint64_t stride_requests,
                          const std::vector<uint64_t>& offsets, uint64_t len) {
@@ -90,8 +103,8 @@ int run_qemu_mode(const BenchOptions& o) {
     if (!v) return fail(error);
     offset = *v;
   }
-  if (!o.pattern.empty()) {
-    auto v = parse_uint(o.pattern, 0xff);
+  if (o.pattern) {
+    auto v = parse_pattern_byte(*o.pattern);
     if (!v) return fail("Invalid pattern byte specified");
     pattern = *v;
   }

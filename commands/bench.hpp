@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,7 @@ struct BenchOptions {
   std::string aio;                     // -i threads|native|io_uring
   bool no_drain = false;               // --no-drain
   std::vector<std::string> o;          // -o: start offset, or create options in scenario mode
-  std::string pattern;                 // --pattern
+  std::optional<std::string> pattern;  // --pattern
   bool quiet = false;                  // -q (qemu-img bench prints its lines anyway)
   std::string buffer_size;             // -s
   std::string step;                    // -S

@@ -13,6 +13,7 @@
 
 #include "cli/options.hpp"
 #include "cli/secrets.hpp"
+#include "cli/snapshot_param.hpp"
 #include "cli/output.hpp"
 #include "commands/convert_copy.hpp"
 #include "qcow/image.hpp"
@@ -60,49 +61,6 @@ class NoSyncFile : public qcow::FileWrapper {
   using FileWrapper::FileWrapper;
   qcow::Status flush() override { return qcow::Status::ok(); }
 };
-
-// -l/-s: the snapshot to open (its id, or an id-or-name for the library to match).
-struct SnapshotSpec {
-  std::string id, name;        // -l snapshot.id= / snapshot.name=
-  std::string id_or_name;      // -s, or -l without "snapshot."
-  bool given() const { return !id.empty() || !name.empty() || !id_or_name.empty(); }
-};
-
-qcow::Status parse_snapshot_options(const ConvertOptions& o, SnapshotSpec* out) {
-  if (!o.snapshot_l.empty() && !o.snapshot_s.empty())
-    return qcow::Status::invalid("-l and -s cannot be used together");
-  if (!o.snapshot_s.empty()) {
-    out->id_or_name = o.snapshot_s;
-    return qcow::Status::ok();
-  }
-  if (o.snapshot_l.rfind("snapshot.", 0) != 0) {
-    out->id_or_name = o.snapshot_l;
-    return qcow::Status::ok();
-  }
-  OptionList list;
-  QCOW_TRY(parse_option_list({o.snapshot_l}, &list));
-  for (const OptionItem& item : list.items) {
-    if (item.key == "snapshot.id") out->id = item.value;
-    else if (item.key == "snapshot.name") out->name = item.value;
-    else return qcow::Status::invalid(fmt::format("Invalid parameter '{}'", item.key));
-  }
-  if (out->id.empty() && out->name.empty()) return qcow::Status::invalid("Failed in parsing snapshot param '" + o.snapshot_l + "'");
-  return qcow::Status::ok();
-}
-
-// Resolves -l snapshot.id/snapshot.name to the id the library opens.
-qcow::Status resolve_snapshot(const std::string& file, const qcow::OpenOptions& options, SnapshotSpec* spec) {
-  if (!spec->id_or_name.empty()) return qcow::Status::ok();
-  auto image = qcow::Image::open(file, options);
-  if (!image) return image.status();
-  for (const qcow::SnapshotInfo& s : image->info().snapshots) {
-    if ((spec->id.empty() || s.id == spec->id) && (spec->name.empty() || s.name == spec->name)) {
-      spec->id_or_name = s.id;
-      return qcow::Status::ok();
-    }
-  }
-  return qcow::Status::error(qcow::ErrorCode::kNotFound, "Can't find snapshot");
-}
 
 int hardware_workers() {
   const unsigned n = std::thread::hardware_concurrency();
@@ -163,7 +121,7 @@ int run_convert(const ConvertOptions& o) {
   if (!o.backing_file.empty() && dst_format == qcow::Format::kRaw) return fail("raw images cannot have a backing file (-B)");
   if (o.compress && dst_format == qcow::Format::kRaw) return fail("Compression not supported for this file format");
   SnapshotSpec snapshot;
-  if (qcow::Status s = parse_snapshot_options(o, &snapshot); !s) return fail(s);
+  if (qcow::Status s = parse_snapshot_param(o.snapshot_l, o.snapshot_s, &snapshot); !s) return fail(s);
   if (snapshot.given() && inputs.size() > 1) return fail("No support for concatenating multiple snapshot");
 
   qcow::OpenOptions src_options;

@@ -9,11 +9,11 @@ _qimg()
     local cur prev words cword
     _init_completion -s || return
 
-    local commands="amend bench check convert create info io map"
+    local commands="amend bench check compare convert create info io map measure"
     local cmd="" i
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            amend|bench|check|convert|create|info|io|map) cmd=${words[i]}; break ;;
+            amend|bench|check|compare|convert|create|info|io|map|measure) cmd=${words[i]}; break ;;
         esac
     done
 
@@ -30,6 +30,8 @@ _qimg()
             COMPREPLY=($(compgen -W "human json" -- "$cur")); return ;;
         -t|--cache)
             COMPREPLY=($(compgen -W "none writeback writethrough directsync unsafe" -- "$cur")); return ;;
+        -T)
+            COMPREPLY=($(compgen -W "writeback writethrough unsafe none directsync" -- "$cur")); return ;;
         --scenario)
             COMPREPLY=($(compgen -W "interleave cow-backing alloc partial rewrite" -- "$cur")); return ;;
         --alloc)
@@ -58,6 +60,7 @@ _qimg()
                 *)
                     local keys=$_qimg_create_keys
                     [[ $cmd == amend ]] && keys=$_qimg_amend_keys
+                    [[ $cmd == measure ]] && keys="$keys nocow= extent_size_hint="
                     COMPREPLY=($(compgen -P "$prefix" -W "$keys" -- "$last")); compopt -o nospace ;;
             esac
             return ;;
@@ -82,6 +85,8 @@ _qimg()
             convert) opts="-f -O -o -c -p -q -n -S -U --force-share -B -F -l -s -m -W -t -T -r -C --salvage --bitmaps --skip-broken-bitmaps --target-is-zero --object --image-opts --key-secret --help" ;;
             io)      opts="-f -U --force-share -r --read-only -t --cache -c --cmd --object --image-opts --key-secret --help" ;;
             check)   opts="-f -r --output -q -U --force-share --object --image-opts --key-secret --help" ;;
+            compare) opts="-f -F -s -p -q -U --force-share -T --object --image-opts --key-secret --help" ;;
+            measure) opts="--output -O -o -f -l --size -U --force-share --object --image-opts --key-secret --help" ;;
         esac
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
         [[ ${COMPREPLY-} == *= ]] && compopt -o nospace

@@ -1,6 +1,6 @@
 # fish completion for qimg. Keep in sync with cli/main.cpp and man/qimg.1.
 
-set -l cmds amend bench check convert create info io map
+set -l cmds amend bench check compare convert create info io map measure
 set -l amend_keys backing_file= backing_fmt= compat= extended_l2= lazy_refcounts= refcount_bits= size= help
 set -l okeys backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= lazy_refcounts= preallocation= refcount_bits= size= help
 
@@ -10,11 +10,13 @@ complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -s h -l help -d 'Pri
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a amend -d 'Change the format-specific options of an image'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a bench -d 'Run a benchmark or a copy-on-write scenario'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a check -d 'Check the image for errors'
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a compare -d 'Check whether two images have the same content'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a convert -d 'Convert or copy images'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a create -d 'Create a new image'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a info -d 'Show information about an image'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a io -d 'Run qemu-io style commands'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a map -d 'Show the allocation map'
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a measure -d 'Calculate the file size required for a new image'
 
 # amend
 complete -c qimg -n '__fish_seen_subcommand_from amend' -F
@@ -139,3 +141,29 @@ complete -c qimg -n '__fish_seen_subcommand_from io' -l key-secret -x -d 'Secret
 complete -c qimg -n '__fish_seen_subcommand_from check' -l object -x -d 'Secret object: secret,id=ID,data=...|file=...'
 complete -c qimg -n '__fish_seen_subcommand_from check' -l image-opts -d 'Image argument is an option list'
 complete -c qimg -n '__fish_seen_subcommand_from check' -l key-secret -x -d 'Secret id that unlocks the image'
+
+# compare
+complete -c qimg -n '__fish_seen_subcommand_from compare' -F
+complete -c qimg -n '__fish_seen_subcommand_from compare' -s f -x -a 'qcow2 raw' -d 'Format of the first image'
+complete -c qimg -n '__fish_seen_subcommand_from compare' -s F -x -a 'qcow2 raw' -d 'Format of the second image'
+complete -c qimg -n '__fish_seen_subcommand_from compare' -s s -d 'Strict: sizes and allocation must match too'
+complete -c qimg -n '__fish_seen_subcommand_from compare' -s p -d 'Show progress'
+complete -c qimg -n '__fish_seen_subcommand_from compare' -s q -d 'Quiet'
+complete -c qimg -n '__fish_seen_subcommand_from compare' -s U -l force-share -d 'Do not take the lock'
+complete -c qimg -n '__fish_seen_subcommand_from compare' -s T -x -a 'writeback writethrough unsafe none directsync' -d 'Source cache mode'
+complete -c qimg -n '__fish_seen_subcommand_from compare' -l object -x -d 'Secret object: secret,id=ID,data=...|file=...'
+complete -c qimg -n '__fish_seen_subcommand_from compare' -l image-opts -d 'Image argument is an option list'
+complete -c qimg -n '__fish_seen_subcommand_from compare' -l key-secret -x -d 'Secret id that unlocks the image'
+
+# measure
+complete -c qimg -n '__fish_seen_subcommand_from measure' -F
+complete -c qimg -n '__fish_seen_subcommand_from measure' -l output -x -a 'human json' -d 'Output format'
+complete -c qimg -n '__fish_seen_subcommand_from measure' -s O -x -a 'raw qcow2' -d 'Format of the new image'
+complete -c qimg -n '__fish_seen_subcommand_from measure' -s o -x -a "$okeys nocow= extent_size_hint=" -d 'Creation options of the new image'
+complete -c qimg -n '__fish_seen_subcommand_from measure' -s f -x -a 'qcow2 raw' -d 'Format of the source image'
+complete -c qimg -n '__fish_seen_subcommand_from measure' -s l -x -d 'Internal snapshot of the source'
+complete -c qimg -n '__fish_seen_subcommand_from measure' -l size -x -d 'Virtual size of an empty image'
+complete -c qimg -n '__fish_seen_subcommand_from measure' -s U -l force-share -d 'Do not take the lock'
+complete -c qimg -n '__fish_seen_subcommand_from measure' -l object -x -d 'Secret object: secret,id=ID,data=...|file=...'
+complete -c qimg -n '__fish_seen_subcommand_from measure' -l image-opts -d 'Image argument is an option list'
+complete -c qimg -n '__fish_seen_subcommand_from measure' -l key-secret -x -d 'Secret id that unlocks the image'

@@ -23,7 +23,7 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import qimgtest  # noqa: E402
 
-SUBCOMMANDS = ("create", "info", "io", "convert", "map")
+SUBCOMMANDS = ("create", "info", "io", "convert", "map", "measure", "compare")
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT = 20
 
@@ -85,7 +85,11 @@ def main() -> int:
     usage_error("missing file (convert)", ["convert", "-O", "raw", "does-not-exist.qcow2", "o.raw"],
                 "o.raw")
     usage_error("missing file (io)", ["io", "-c", "read 0 512", "does-not-exist.qcow2"])
+    usage_error("missing file (measure)", ["measure", "-O", "qcow2", "does-not-exist.qcow2"])
     usage_error("missing filename (create)", ["create", "-f", "qcow2"])
+    usage_error("missing filenames (compare)", ["compare", "ok.qcow2"])
+    usage_error("neither --size nor file (measure)", ["measure", "-O", "qcow2"])
+    usage_error("bad size (measure)", ["measure", "--size", "12Q"])
     usage_error("bad size 12Q", ["create", "-f", "qcow2", "x2.qcow2", "12Q"], "x2.qcow2")
     usage_error("bad size -1", ["create", "-f", "qcow2", "x3.qcow2", "-1"], "x3.qcow2")
     usage_error("bad -o key", ["create", "-f", "qcow2", "-o", "no_such_key=1", "x4.qcow2", "1M"],

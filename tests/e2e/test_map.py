@@ -97,6 +97,15 @@ def main():
         qemu_io("top.qcow2", ["write -P 3 4k 1k", "write -z 3M 64k", "write -P 3 5M 4k"])
         compare(qimg, "top.qcow2", label="chain")
         compare(qimg, "top.qcow2", ["--start-offset=500k", "--max-length=3M"], label="chain window")
+        # Raw files whose length is not a multiple of 512: the disk is rounded up, the tail reads as zeros.
+        with open("odd.raw", "wb") as f:
+            f.write(b"\x01" * 5000)
+        compare(qimg, "odd.raw", label="unaligned raw")
+        with open("odd-sparse.raw", "wb") as f:
+            f.truncate(3 * 1024 * 1024 + 100)
+            f.seek(1 << 20)
+            f.write(b"\x02" * 700)
+        compare(qimg, "odd-sparse.raw", label="unaligned sparse raw")
         # Huge sparse image: mapping must take time proportional to the L1 table, not the disk.
         must(["qemu-img", "create", "-f", "qcow2", "-o", "cluster_size=2M", "huge.qcow2", "2000T"])
         qemu_io("huge.qcow2", ["write -P 1 1000T 4k", "write -z 1500T 4M"])

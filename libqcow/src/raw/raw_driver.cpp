@@ -1,4 +1,7 @@
 // Raw images: the file is the disk. Block status comes from SEEK_DATA/SEEK_HOLE.
+// As in QEMU, the disk is the file rounded up to whole 512-byte sectors: the
+// bytes past the end of a file whose length is not a sector multiple read as
+// zeros (and a write there extends the file).
 #include <fmt/format.h>
 
 #include <cstring>
@@ -10,7 +13,8 @@ namespace {
 
 class RawDriver final : public Driver {
  public:
-  RawDriver(std::unique_ptr<File> f, bool writable, uint64_t size) : file_(std::move(f)), writable_(writable), size_(size) {}
+  RawDriver(std::unique_ptr<File> f, bool writable, uint64_t file_length)
+      : file_(std::move(f)), writable_(writable), size_(sector_round_up(file_length)), file_length_(file_length) {}
   Format format() const override { return Format::kRaw; }
   uint64_t size() const override { return size_; }
   const std::string& path() const override { return file_->path(); }
@@ -31,7 +35,9 @@ class RawDriver final : public Driver {
   Status write(uint64_t off, std::span<const uint8_t> buf, Compress c) override {
     if (c == Compress::kYes) return Status::unsupported("raw images cannot store compressed data");
     QCOW_TRY(check(off, buf.size(), true));
-    return file_->write_at(off, buf);
+    QCOW_TRY(file_->write_at(off, buf));
+    file_length_ = std::max<uint64_t>(file_length_, off + buf.size());
+    return Status::ok();
   }
   Status write_zeroes(uint64_t off, uint64_t len, Unmap unmap) override {
     QCOW_TRY(check(off, len, true));
@@ -53,7 +59,8 @@ class RawDriver final : public Driver {
   Status resize(uint64_t n) override {
     if (!writable_) return Status::error(ErrorCode::kReadOnly, fmt::format("{}: image is opened read-only", path()));
     QCOW_TRY(file_->truncate(n));
-    size_ = n;
+    size_ = sector_round_up(n);
+    file_length_ = n;
     return Status::ok();
   }
   Status close() override { return flush(); }
@@ -72,7 +79,7 @@ class RawDriver final : public Driver {
     i.filename = path();
     i.format = "raw";
     i.virtual_size = size_;
-    i.file_length = size_;
+    i.file_length = file_length_;
     auto a = file_->allocated_bytes();
     i.actual_size = a ? *a : 0;
     return i;
@@ -80,9 +87,13 @@ class RawDriver final : public Driver {
   Driver* backing() override { return nullptr; }
 
  private:
+  static uint64_t sector_round_up(uint64_t n) { return n + (kSectorSize - n % kSectorSize) % kSectorSize; }
+  static constexpr uint64_t kSectorSize = 512;
+
   std::unique_ptr<File> file_;
   bool writable_;
-  uint64_t size_;
+  uint64_t size_;         // the virtual size: file_length_ rounded up to a sector
+  uint64_t file_length_;
 };
 
 }  // namespace
