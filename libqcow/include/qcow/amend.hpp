@@ -36,6 +36,9 @@ struct AmendOptions {
   // backing_format, compat=1.1); the others give kUnsupported.
   std::optional<std::string> key_secret;
   OverlapCheck overlap_check = OverlapCheck::kCached;  // checks on amend's writes
+  // The most memory the L1 tables of the image and its snapshots may take while their
+  // tables are rewritten (extended_l2, compat=0.10); more fails with kLimit.
+  uint64_t memory_limit = uint64_t(1) << 30;
   std::function<void(double)> progress;    // fraction done, 0..1
   FileWrapFn wrap_file;                    // fault injection in tests
 };

@@ -24,7 +24,25 @@ class AmendWorker {
 
  private:
   enum class Conversion { kToExtended, kToStandard, kExpandZeros };
+  // One L1 table (the active one, then each snapshot's) being rewritten.
+  struct L1Rewrite {
+    uint64_t old_offset;
+    uint32_t old_size;
+    std::vector<uint64_t> old_tables;  // the old L2 table of each entry (flags cleared)
+    uint64_t new_entries;
+    std::vector<uint64_t> fresh;       // the new entries
+    uint64_t new_offset;
+  };
+  // A new L2 table: the old tables it is made from and where in the first it starts.
+  using TableKey = std::tuple<uint64_t, uint64_t, uint64_t>;
+
   Status rewrite_tables(const Header& target, Conversion conv);
+  Result<std::vector<L1Rewrite>> load_l1_tables(uint64_t new_size);
+  TableKey key_of(const L1Rewrite& l, uint64_t k) const;
+  Status count_references(const std::vector<L1Rewrite>& lists);
+  Status build_tables(std::vector<L1Rewrite>& lists, Conversion conv, bool zero_flag_ok);
+  Result<uint64_t> build_table(const L1Rewrite& l, uint64_t k, uint64_t refs, Conversion conv, bool zero_flag_ok);
+  Status write_snapshot_table(const std::vector<L1Rewrite>& lists, Header& h);
   Result<L2Entry> convert(const L2Entry& e, uint64_t guest, uint64_t refs, Conversion conv, bool zero_flag_ok);
   L2Entry zero_cluster(const L2Entry& e, uint64_t host, uint64_t refs);
   enum class Content { kGuestData, kL2Table };
@@ -40,6 +58,10 @@ class AmendWorker {
   const AmendOptions& o_;
   std::map<uint64_t, std::vector<uint8_t>> table_cache_;  // old L2 tables being read (small: cleared per key)
   std::vector<std::pair<uint64_t, uint64_t>> frees_after_commit_;  // (offset, times)
+  Geometry old_geo_, new_geo_;
+  std::map<TableKey, uint64_t> new_refs_;   // L1 entries referencing each new table
+  std::map<uint64_t, uint64_t> old_refs_;   // L1 entries that referenced each old table
+  uint64_t total_tables_ = 0;
 };
 
 Result<const std::vector<uint8_t>*> AmendWorker::old_l2_table(uint64_t offset) {
@@ -84,7 +106,7 @@ L2Entry AmendWorker::zero_cluster(const L2Entry& e, uint64_t host, uint64_t refs
 // Converts the entry of one guest cluster. Data is completed (from the backing file or
 // zeros) in place when the host cluster has a single reference, else into a new cluster.
 Result<L2Entry> AmendWorker::convert(const L2Entry& e, uint64_t guest, uint64_t refs, Conversion conv, bool zero_flag_ok) {
-  const Geometry& g = d_.geometry();
+  const Geometry& g = old_geo_;
   const uint64_t cs = g.cluster_size;
   const uint64_t copied = refs == 1 ? kOflagCopied : 0;
   if (e.compressed()) return L2Entry{e.word, 0};
@@ -148,135 +170,156 @@ Status AmendWorker::commit_header(const Header& h) {
   return file().flush();
 }
 
+// The rewrite of the L2 tables of every L1 table (the active one first, then each
+// snapshot's) into the target format: count who references what, build each new table
+// once (tables shared by several L1 tables stay shared), write the new L1 tables and the
+// snapshot table, commit with one header write, then free the old structures.
 Status AmendWorker::rewrite_tables(const Header& target, Conversion conv) {
-  const Geometry G = d_.geometry();
-  const Geometry N = Geometry::from(target);
-  const uint64_t gcov = G.l2_coverage(), ncov = N.l2_coverage();
-  const bool zero_flag_ok = target.version >= 3;
+  old_geo_ = d_.geometry();
+  new_geo_ = Geometry::from(target);
   QCOW_TRY(d_.flush());
-
-  struct L1List {
-    uint64_t old_offset;
-    uint32_t old_size;
-    std::vector<uint64_t> entries;
-    std::vector<uint64_t> fresh;
-    uint64_t new_offset = 0;
-  };
-  std::vector<L1List> lists;
-  lists.push_back({d_.header().l1_table_offset, d_.header().l1_size, d_.l1_table(), {}});
-  for (const auto& s : d_.snapshots()) {
-    QCOW_ASSIGN_OR_RETURN(std::vector<uint64_t> entries, load_table(file(), s.l1_table_offset, s.l1_size,
-                                                                    fmt::format("snapshot '{}' L1 table", s.name)));
-    lists.push_back({s.l1_table_offset, s.l1_size, std::move(entries), {}});
-  }
-  for (auto& l : lists)
-    for (auto& e : l.entries) {
-      e &= kL1eOffsetMask;
-      if (e & (G.cluster_size - 1)) return Status::corrupt(fmt::format("L2 table offset {:#x} unaligned", e));
-    }
-
-  // Key of a new table: the old tables it is made from and where in them it starts.
-  using Key = std::tuple<uint64_t, uint64_t, uint64_t>;
-  auto new_size = [&](const L1List& l, bool active) {
-    uint64_t n = div_round_up(uint64_t(l.old_size) * gcov, ncov);
-    if (active) n = std::max(n, N.l1_entries_for(target.size));
-    return n;
-  };
-  auto key_of = [&](const L1List& l, uint64_t k) -> Key {
-    uint64_t start = k * ncov, end = start + ncov;
-    uint64_t a = start / gcov, b = (end - 1) / gcov;
-    uint64_t ta = a < l.entries.size() ? l.entries[a] : 0;
-    uint64_t tb = (b != a && b < l.entries.size()) ? l.entries[b] : 0;
-    return {ta, tb, start % gcov};
-  };
-  std::map<Key, uint64_t> refs;          // references to each new table
-  std::map<uint64_t, uint64_t> old_refs; // references to each old table
-  uint64_t total = 0;
-  for (size_t li = 0; li < lists.size(); ++li) {
-    uint64_t n = new_size(lists[li], li == 0);
-    if (n > kMaxL1Bytes / 8) return Status::limit("the new L1 table would exceed 32 MiB");
-    for (uint64_t k = 0; k < n; ++k) {
-      Key key = key_of(lists[li], k);
-      if (std::get<0>(key) || std::get<1>(key)) total += refs[key]++ == 0;
-    }
-    for (uint64_t t : lists[li].entries)
-      if (t) ++old_refs[t];
-  }
-
-  std::map<Key, uint64_t> built;
-  uint64_t done = 0;
-  std::vector<uint8_t> table(N.cluster_size);
-  for (size_t li = 0; li < lists.size(); ++li) {
-    L1List& l = lists[li];
-    uint64_t n = new_size(l, li == 0);
-    l.fresh.assign(n, 0);
-    for (uint64_t k = 0; k < n; ++k) {
-      Key key = key_of(l, k);
-      if (!std::get<0>(key) && !std::get<1>(key)) continue;
-      uint64_t r = refs[key];
-      auto it = built.find(key);
-      if (it == built.end()) {
-        std::fill(table.begin(), table.end(), 0);
-        for (uint64_t j = 0; j < N.l2_entries; ++j) {
-          uint64_t guest = k * ncov + j * N.cluster_size;
-          uint64_t old_index = guest / gcov;
-          uint64_t t = old_index < l.entries.size() ? l.entries[old_index] : 0;
-          L2Entry old;
-          if (t) {
-            QCOW_ASSIGN_OR_RETURN(const std::vector<uint8_t>* ot, old_l2_table(t));
-            old = load_l2_entry(ot->data(), G, (guest % gcov) >> G.cluster_bits);
-          }
-          if (!old.word && !old.bitmap) continue;
-          QCOW_ASSIGN_OR_RETURN(L2Entry ne, convert(old, guest, r, conv, zero_flag_ok));
-          store_l2_entry(table.data(), N, j, ne);
-        }
-        QCOW_ASSIGN_OR_RETURN(uint64_t off, store_cluster(table, r, Content::kL2Table));
-        it = built.emplace(key, off).first;
-        if (o_.progress && total) o_.progress(double(++done) / double(total) * 0.95);
-      }
-      l.fresh[k] = it->second | (r == 1 ? kOflagCopied : 0);
-    }
-    // The new L1 table itself.
-    uint64_t bytes = std::max<uint64_t>(n * 8, 8);
-    uint64_t clusters = div_round_up(bytes, N.cluster_size);
-    QCOW_ASSIGN_OR_RETURN(l.new_offset, refcounts().alloc(clusters));
-    QCOW_TRY(store_table(file(), li == 0 ? Structure::kActiveL1 : Structure::kInactiveL1, l.new_offset, l.fresh,
-                         clusters * N.cluster_size));
-  }
-
+  QCOW_ASSIGN_OR_RETURN(std::vector<L1Rewrite> lists, load_l1_tables(target.size));
+  QCOW_TRY(count_references(lists));
+  QCOW_TRY(build_tables(lists, conv, target.version >= 3));
   Header h = target;
   h.l1_table_offset = lists[0].new_offset;
   h.l1_size = uint32_t(lists[0].fresh.size());
-  uint64_t old_snap_offset = d_.header().snapshots_offset, old_snap_bytes = d_.snapshot_table_bytes();
-  if (!d_.snapshots().empty()) {  // same entries, new L1 locations
-    std::vector<SnapshotEntry> entries = d_.snapshots();
-    for (size_t i = 1; i < lists.size(); ++i) {
-      entries[i - 1].l1_table_offset = lists[i].new_offset;
-      entries[i - 1].l1_size = uint32_t(lists[i].fresh.size());
-    }
-    std::vector<uint8_t> st = encode_snapshot_table(entries);
-    uint64_t clusters = div_round_up(st.size(), N.cluster_size);
-    QCOW_ASSIGN_OR_RETURN(uint64_t off, refcounts().alloc(clusters));
-    QCOW_TRY(file().write_metadata(Structure::kSnapshotTable, off, st));
-    h.snapshots_offset = off;
-  }
+  QCOW_TRY(write_snapshot_table(lists, h));
   h.refcount_table_offset = refcounts().reftable_offset();
   h.refcount_table_clusters = refcounts().reftable_clusters();
+  const uint64_t old_snap_offset = d_.header().snapshots_offset, old_snap_bytes = d_.snapshot_table_bytes();
+  const bool had_snapshots = !d_.snapshots().empty();
   QCOW_TRY(commit_header(h));
 
   // Past the commit point: drop the old structures.
-  for (auto [t, n] : old_refs)
+  const uint64_t cs = old_geo_.cluster_size;
+  for (auto [t, n] : old_refs_)
     for (uint64_t i = 0; i < n; ++i) refcounts().free_later(t, 1);
-  for (size_t i = 0; i < lists.size(); ++i)
-    if (lists[i].old_size)
-      refcounts().free_later(lists[i].old_offset, div_round_up(uint64_t(lists[i].old_size) * 8, G.cluster_size));
-  if (!d_.snapshots().empty()) refcounts().free_later(old_snap_offset, div_round_up(old_snap_bytes, G.cluster_size));
+  for (const L1Rewrite& l : lists)
+    if (l.old_size) refcounts().free_later(l.old_offset, div_round_up(uint64_t(l.old_size) * 8, cs));
+  if (had_snapshots) refcounts().free_later(old_snap_offset, div_round_up(old_snap_bytes, cs));
   for (auto [off, n] : frees_after_commit_)
     for (uint64_t i = 0; i < n; ++i) refcounts().free_later(off, 1);
   QCOW_TRY(refcounts().apply_deferred());
   QCOW_TRY(refcounts().flush());
   QCOW_TRY(file().flush());
   if (o_.progress) o_.progress(1.0);
+  return Status::ok();
+}
+
+// The old L1 tables, within the memory limit (a hostile snapshot table may list 65536
+// snapshots with 32 MiB L1 tables each).
+Result<std::vector<AmendWorker::L1Rewrite>> AmendWorker::load_l1_tables(uint64_t new_size) {
+  std::vector<L1Rewrite> lists;
+  uint64_t memory = 0;
+  auto add = [&](uint64_t offset, uint32_t size, std::vector<uint64_t> entries, bool active) -> Status {
+    L1Rewrite l{offset, size, std::move(entries), 0, {}, 0};
+    l.new_entries = div_round_up(uint64_t(size) * old_geo_.l2_coverage(), new_geo_.l2_coverage());
+    if (active) l.new_entries = std::max(l.new_entries, new_geo_.l1_entries_for(new_size));
+    if (l.new_entries > kMaxL1Bytes / 8) return Status::limit("the new L1 table would exceed 32 MiB");
+    memory += (l.old_tables.size() + l.new_entries) * 8;
+    if (memory > o_.memory_limit)
+      return Status::limit(fmt::format("amend needs more than its {} MiB memory limit for the L1 tables of the image "
+                                       "and its {} snapshots", o_.memory_limit >> 20, d_.snapshots().size()));
+    for (uint64_t& e : l.old_tables) {
+      e &= kL1eOffsetMask;
+      if (e & (old_geo_.cluster_size - 1)) return Status::corrupt(fmt::format("L2 table offset {:#x} unaligned", e));
+    }
+    lists.push_back(std::move(l));
+    return Status::ok();
+  };
+  QCOW_TRY(add(d_.header().l1_table_offset, d_.header().l1_size, d_.l1_table(), true));
+  for (const auto& s : d_.snapshots()) {
+    QCOW_ASSIGN_OR_RETURN(std::vector<uint64_t> entries, load_table(file(), s.l1_table_offset, s.l1_size,
+                                                                    fmt::format("snapshot '{}' L1 table", s.name)));
+    QCOW_TRY(add(s.l1_table_offset, s.l1_size, std::move(entries), false));
+  }
+  return lists;
+}
+
+// The new table k of an L1 table is made from at most two old tables (a new table covers
+// more or less guest space than an old one), from an offset in the first.
+AmendWorker::TableKey AmendWorker::key_of(const L1Rewrite& l, uint64_t k) const {
+  const uint64_t gcov = old_geo_.l2_coverage(), ncov = new_geo_.l2_coverage();
+  const uint64_t start = k * ncov, end = start + ncov;
+  const uint64_t a = start / gcov, b = (end - 1) / gcov;
+  const uint64_t ta = a < l.old_tables.size() ? l.old_tables[a] : 0;
+  const uint64_t tb = (b != a && b < l.old_tables.size()) ? l.old_tables[b] : 0;
+  return {ta, tb, start % gcov};
+}
+
+// How many L1 entries will reference each new table, and how many referenced each old one.
+Status AmendWorker::count_references(const std::vector<L1Rewrite>& lists) {
+  for (const L1Rewrite& l : lists) {
+    for (uint64_t k = 0; k < l.new_entries; ++k) {
+      TableKey key = key_of(l, k);
+      if (std::get<0>(key) || std::get<1>(key)) total_tables_ += new_refs_[key]++ == 0;
+    }
+    for (uint64_t t : l.old_tables)
+      if (t) ++old_refs_[t];
+  }
+  return Status::ok();
+}
+
+Status AmendWorker::build_tables(std::vector<L1Rewrite>& lists, Conversion conv, bool zero_flag_ok) {
+  std::map<TableKey, uint64_t> built;
+  uint64_t done = 0;
+  for (size_t li = 0; li < lists.size(); ++li) {
+    L1Rewrite& l = lists[li];
+    l.fresh.assign(l.new_entries, 0);
+    for (uint64_t k = 0; k < l.new_entries; ++k) {
+      TableKey key = key_of(l, k);
+      if (!std::get<0>(key) && !std::get<1>(key)) continue;
+      const uint64_t refs = new_refs_[key];
+      auto it = built.find(key);
+      if (it == built.end()) {
+        QCOW_ASSIGN_OR_RETURN(uint64_t off, build_table(l, k, refs, conv, zero_flag_ok));
+        it = built.emplace(key, off).first;
+        if (o_.progress && total_tables_) o_.progress(double(++done) / double(total_tables_) * 0.95);
+      }
+      l.fresh[k] = it->second | (refs == 1 ? kOflagCopied : 0);
+    }
+    // The new L1 table itself.
+    const uint64_t clusters = div_round_up(std::max<uint64_t>(l.new_entries * 8, 8), new_geo_.cluster_size);
+    QCOW_ASSIGN_OR_RETURN(l.new_offset, refcounts().alloc(clusters));
+    QCOW_TRY(store_table(file(), li == 0 ? Structure::kActiveL1 : Structure::kInactiveL1, l.new_offset, l.fresh,
+                         clusters * new_geo_.cluster_size));
+  }
+  return Status::ok();
+}
+
+// New table k of L1 table l, in the target format, stored in a fresh cluster.
+Result<uint64_t> AmendWorker::build_table(const L1Rewrite& l, uint64_t k, uint64_t refs, Conversion conv,
+                                          bool zero_flag_ok) {
+  const Geometry& G = old_geo_;
+  const Geometry& N = new_geo_;
+  std::vector<uint8_t> table(N.cluster_size, 0);
+  for (uint64_t j = 0; j < N.l2_entries; ++j) {
+    const uint64_t guest = k * N.l2_coverage() + j * N.cluster_size;
+    const uint64_t old_index = guest / G.l2_coverage();
+    const uint64_t t = old_index < l.old_tables.size() ? l.old_tables[old_index] : 0;
+    if (!t) continue;
+    QCOW_ASSIGN_OR_RETURN(const std::vector<uint8_t>* ot, old_l2_table(t));
+    const L2Entry old = load_l2_entry(ot->data(), G, (guest % G.l2_coverage()) >> G.cluster_bits);
+    if (!old.word && !old.bitmap) continue;
+    QCOW_ASSIGN_OR_RETURN(L2Entry ne, convert(old, guest, refs, conv, zero_flag_ok));
+    store_l2_entry(table.data(), N, j, ne);
+  }
+  return store_cluster(table, refs, Content::kL2Table);
+}
+
+// The snapshot table with the same entries and their new L1 tables, in new clusters.
+Status AmendWorker::write_snapshot_table(const std::vector<L1Rewrite>& lists, Header& h) {
+  if (d_.snapshots().empty()) return Status::ok();
+  std::vector<SnapshotEntry> entries = d_.snapshots();
+  for (size_t i = 1; i < lists.size(); ++i) {
+    entries[i - 1].l1_table_offset = lists[i].new_offset;
+    entries[i - 1].l1_size = uint32_t(lists[i].fresh.size());
+  }
+  std::vector<uint8_t> st = encode_snapshot_table(entries);
+  QCOW_ASSIGN_OR_RETURN(uint64_t off, refcounts().alloc(div_round_up(st.size(), new_geo_.cluster_size)));
+  QCOW_TRY(file().write_metadata(Structure::kSnapshotTable, off, st));
+  h.snapshots_offset = off;
   return Status::ok();
 }
 

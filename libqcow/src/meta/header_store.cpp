@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
+#include <tuple>
 
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
@@ -27,6 +29,63 @@ Status HeaderStore::update(std::initializer_list<HeaderField> fields, const std:
   encode_fixed_header(next, bytes);
   QCOW_TRY(file_->write_metadata(Structure::kMainHeader, first, std::span<const uint8_t>(bytes + first, end - first)));
   h_ = std::move(next);
+  return Status::ok();
+}
+
+namespace {
+
+constexpr HeaderField kFields[] = {HeaderField::kSize, HeaderField::kL1Table, HeaderField::kRefcountTable,
+                                   HeaderField::kSnapshotTable, HeaderField::kIncompatibleFeatures,
+                                   HeaderField::kCompatibleFeatures, HeaderField::kAutoclearFeatures,
+                                   HeaderField::kRefcountOrder};
+
+// Everything but the named fields: what only a whole rewrite can change.
+bool same_outside_fields(const Header& a, const Header& b) {
+  auto names = [](const std::vector<FeatureName>& v) {
+    std::vector<std::tuple<uint8_t, uint8_t, std::string>> out;
+    for (const auto& f : v) out.emplace_back(f.type, f.bit, f.name);
+    return out;
+  };
+  auto unknown = [](const std::vector<UnknownExtension>& v) {
+    std::vector<std::pair<uint32_t, std::vector<uint8_t>>> out;
+    for (const auto& e : v) out.emplace_back(e.type, e.data);
+    return out;
+  };
+  auto bitmaps = [](const std::optional<BitmapsExtension>& x) {
+    return x ? std::make_tuple(true, x->nb_bitmaps, x->bitmap_directory_size, x->bitmap_directory_offset)
+             : std::make_tuple(false, 0u, uint64_t(0), uint64_t(0));
+  };
+  auto crypto = [](const std::optional<CryptoExtension>& x) {
+    return x ? std::make_tuple(true, x->offset, x->length) : std::make_tuple(false, uint64_t(0), uint64_t(0));
+  };
+  return a.version == b.version && a.backing_file_offset == b.backing_file_offset &&
+         a.backing_file_size == b.backing_file_size && a.cluster_bits == b.cluster_bits &&
+         a.crypt_method == b.crypt_method && a.header_length == b.header_length &&
+         a.compression_type == b.compression_type && a.unknown_header_fields == b.unknown_header_fields &&
+         a.backing_file == b.backing_file && a.backing_format == b.backing_format &&
+         names(a.feature_names) == names(b.feature_names) && bitmaps(a.bitmaps) == bitmaps(b.bitmaps) &&
+         crypto(a.crypto) == crypto(b.crypto) && a.data_file == b.data_file &&
+         unknown(a.unknown_extensions) == unknown(b.unknown_extensions);
+}
+
+}  // namespace
+
+Status HeaderStore::commit(const Header& next) {
+  if (!same_outside_fields(h_, next)) return rewrite(next);
+  uint8_t before[kHeaderV3MinLength] = {}, after[kHeaderV3MinLength] = {};
+  encode_fixed_header(h_, before);
+  encode_fixed_header(next, after);
+  const uint32_t on_disk = next.version < 3 ? kHeaderV2Length : kHeaderV3MinLength;
+  uint32_t first = UINT32_MAX, end = 0;
+  for (HeaderField f : kFields) {
+    const HeaderBytes b = header_field_bytes(f);
+    if (b.offset + b.length > on_disk || std::memcmp(before + b.offset, after + b.offset, b.length) == 0) continue;
+    first = std::min(first, b.offset);
+    end = std::max(end, b.offset + b.length);
+  }
+  if (first >= end) return Status::ok();  // nothing changes
+  QCOW_TRY(file_->write_metadata(Structure::kMainHeader, first, std::span<const uint8_t>(after + first, end - first)));
+  h_ = next;
   return Status::ok();
 }
 

@@ -32,6 +32,9 @@ class HeaderStore {
   // Writes a whole new header (fields, extensions, backing file name) in one write
   // from offset 0 and keeps it as the file now holds it.
   Status rewrite(const Header& h);
+  // Makes the file hold `next`: when only named fields differ, one write spanning them
+  // (inside the first sector, so a crash cannot tear it); otherwise a rewrite().
+  Status commit(const Header& next);
   // Changes the in-memory copy only, for what a version 2 header cannot store
   // (the corrupt bit QEMU also keeps in memory there).
   void set_in_memory(const std::function<void(Header&)>& change) { change(h_); }

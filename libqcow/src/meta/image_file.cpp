@@ -20,6 +20,7 @@ Status ImageFile::after(Status s) {
 }
 
 Status ImageFile::refuse_overlap(uint64_t offset, uint64_t length, StructureMask mask, const char* purpose) {
+  if (!mask) return Status::ok();
   auto hit = map_.find(offset, length, mask);
   if (!hit) return Status::ok();
   std::string what = fmt::format("Preventing invalid write on metadata (overlaps with {} at {:#x}; {} at {:#x}, {} bytes)",
@@ -46,16 +47,6 @@ Status ImageFile::zero_data(uint64_t offset, uint64_t length) {
 
 Status ImageFile::allocate_data(uint64_t offset, uint64_t length) {
   return guarded(mask_, "reserved guest data", offset, length, [&] { return file_->allocate(offset, length); });
-}
-
-// Every change to the file: refused after a failure or on metadata, latched when it fails.
-Status ImageFile::guarded(StructureMask mask, const char* what, uint64_t offset, uint64_t length,
-                          const std::function<Status()>& op) {
-  QCOW_TRY(before_write());
-  QCOW_TRY(refuse_overlap(offset, length, mask, what));
-  QCOW_TRY(after(op()));
-  pending_ = true;
-  return Status::ok();
 }
 
 Status ImageFile::check_free(uint64_t offset, uint64_t length, const char* purpose) {

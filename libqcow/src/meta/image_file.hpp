@@ -77,7 +77,15 @@ class ImageFile {
 
  private:
   Status refuse_overlap(uint64_t offset, uint64_t length, StructureMask mask, const char* purpose);
-  Status guarded(StructureMask mask, const char* what, uint64_t offset, uint64_t length, const std::function<Status()>& op);
+  // Every change to the file: refused after a failure or on metadata, latched when it fails.
+  template <class Op>
+  Status guarded(StructureMask mask, const char* what, uint64_t offset, uint64_t length, Op&& op) {
+    QCOW_TRY(before_write());
+    QCOW_TRY(refuse_overlap(offset, length, mask, what));
+    QCOW_TRY(after(op()));
+    pending_ = true;
+    return Status::ok();
+  }
   Status before_write() const;
   Status after(Status s);
 

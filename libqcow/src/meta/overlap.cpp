@@ -37,30 +37,58 @@ StructureMask overlap_mask(OverlapCheck level) {
   return kCached;
 }
 
+bool OverlapMap::single_cluster(uint64_t offset, uint64_t length) const {
+  return offset / cluster_size_ == (offset + length - 1) / cluster_size_;
+}
+
 void OverlapMap::add(Structure s, uint64_t offset, uint64_t length) {
   if (!length) return;
   length = std::min(length, UINT64_MAX - offset);  // ranges from a damaged header may wrap
-  Ranges& r = ranges_[size_t(s)];
-  r.by_start.emplace(offset, length);
-  r.max_length = std::max(r.max_length, length);
+  if (single_cluster(offset, length)) {
+    Cluster& c = clusters_[offset / cluster_size_];
+    if (c.count[size_t(s)] < UINT16_MAX) ++c.count[size_t(s)];  // saturates: hostile duplicates stay registered
+    c.mask |= structure_bit(s);
+    return;
+  }
+  ranges_.emplace(offset, Range{length, s});
+  max_length_ = std::max(max_length_, length);
 }
 
 void OverlapMap::remove(Structure s, uint64_t offset, uint64_t length) {
+  if (!length) return;
   length = std::min(length, UINT64_MAX - offset);
-  Ranges& r = ranges_[size_t(s)];
-  auto [first, last] = r.by_start.equal_range(offset);
+  if (single_cluster(offset, length)) {
+    auto it = clusters_.find(offset / cluster_size_);
+    if (it == clusters_.end() || it->second.count[size_t(s)] == 0) return;
+    if (it->second.count[size_t(s)] != UINT16_MAX && --it->second.count[size_t(s)] == 0) {
+      it->second.mask &= StructureMask(~structure_bit(s));
+      if (!it->second.mask) clusters_.erase(it);
+    }
+    return;
+  }
+  auto [first, last] = ranges_.equal_range(offset);
   for (auto it = first; it != last; ++it) {
-    if (it->second == length) {
-      r.by_start.erase(it);
+    if (it->second.length == length && it->second.structure == s) {
+      ranges_.erase(it);
       return;
     }
   }
 }
 
 void OverlapMap::clear(Structure s) {
-  Ranges& r = ranges_[size_t(s)];
-  r.by_start.clear();
-  r.max_length = 0;
+  for (auto it = clusters_.begin(); it != clusters_.end();) {
+    it->second.count[size_t(s)] = 0;
+    it->second.mask &= StructureMask(~structure_bit(s));
+    it = it->second.mask ? std::next(it) : clusters_.erase(it);
+  }
+  for (auto it = ranges_.begin(); it != ranges_.end();) it = it->second.structure == s ? ranges_.erase(it) : std::next(it);
+}
+
+size_t OverlapMap::count(Structure s) const {
+  size_t n = 0;
+  for (const auto& [c, e] : clusters_) n += e.count[size_t(s)];
+  for (const auto& [o, r] : ranges_) n += r.structure == s;
+  return n;
 }
 
 std::optional<OverlapHit> OverlapMap::find(uint64_t offset, uint64_t length, StructureMask mask) const {
@@ -69,15 +97,19 @@ std::optional<OverlapHit> OverlapMap::find(uint64_t offset, uint64_t length, Str
   const uint64_t start = align_down(offset, cluster_size_);
   const uint64_t end =
       offset + length < offset || offset + length > UINT64_MAX - cluster_size_ ? UINT64_MAX : align_up(offset + length, cluster_size_);
-  for (int i = 0; i < kStructureCount; ++i) {
-    if (!(mask & (1u << i))) continue;
-    const Ranges& r = ranges_[size_t(i)];
-    if (r.by_start.empty()) continue;
-    // A range that overlaps [start, end) begins after start - max_length.
-    const uint64_t from = start >= r.max_length ? start - r.max_length + 1 : 0;
-    for (auto it = r.by_start.lower_bound(from); it != r.by_start.end() && it->first < end; ++it) {
-      if (it->first + it->second > start) return OverlapHit{Structure(i), it->first, it->second};
-    }
+  // Structures within one cluster: one ordered lookup covers them all.
+  for (auto it = clusters_.lower_bound(start / cluster_size_); it != clusters_.end() && it->first * cluster_size_ < end; ++it) {
+    const StructureMask hit = it->second.mask & mask;
+    if (!hit) continue;
+    for (int i = 0; i < kStructureCount; ++i)
+      if (hit & (1u << i)) return OverlapHit{Structure(i), it->first * cluster_size_, cluster_size_};
+  }
+  // Larger structures (tables): few, found by start.
+  if (ranges_.empty()) return std::nullopt;
+  const uint64_t from = start >= max_length_ ? start - max_length_ + 1 : 0;
+  for (auto it = ranges_.lower_bound(from); it != ranges_.end() && it->first < end; ++it) {
+    if ((mask & structure_bit(it->second.structure)) && it->first + it->second.length > start)
+      return OverlapHit{it->second.structure, it->first, it->second.length};
   }
   return std::nullopt;
 }

@@ -7,7 +7,9 @@
 // first structure of the mask it overlaps.
 //
 // Unlike QEMU, which scans the L1 and refcount tables on every write, the
-// ranges are kept sorted per structure, so a check costs a few map lookups
+// structures are kept sorted: those within one cluster (L2 tables, refcount
+// blocks, small L1 tables) in one map by cluster, the larger ones (tables of
+// several clusters) in another by start. A check is two ordered lookups,
 // whatever the size of the tables.
 #pragma once
 
@@ -68,15 +70,25 @@ class OverlapMap {
   // The first registered structure in `mask` that [offset, offset+length),
   // rounded out to clusters, overlaps.
   std::optional<OverlapHit> find(uint64_t offset, uint64_t length, StructureMask mask) const;
-  size_t count(Structure s) const { return ranges_[size_t(s)].by_start.size(); }
+  size_t count(Structure s) const;  // registrations (for tests)
 
  private:
-  struct Ranges {
-    std::multimap<uint64_t, uint64_t> by_start;  // offset -> length
-    uint64_t max_length = 0;                     // bounds the backward search of find()
+  // Everything registered inside one cluster (tables start on cluster boundaries, so
+  // the cluster is what a hit reports).
+  struct Cluster {
+    StructureMask mask = 0;
+    std::array<uint16_t, kStructureCount> count{};
   };
+  struct Range {
+    uint64_t length;
+    Structure structure;
+  };
+  bool single_cluster(uint64_t offset, uint64_t length) const;
+
   uint64_t cluster_size_;
-  std::array<Ranges, kStructureCount> ranges_;
+  std::map<uint64_t, Cluster> clusters_;      // by cluster index
+  std::multimap<uint64_t, Range> ranges_;     // by offset
+  uint64_t max_length_ = 0;                   // bounds the backward search in ranges_
 };
 
 }  // namespace qcow

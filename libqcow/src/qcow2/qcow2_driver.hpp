@@ -75,7 +75,7 @@ class Qcow2Driver final : public Driver {
   // Offline rewrites (amend): the allocator, and the whole-header write that commits a
   // rewrite. The caller abandons the driver afterwards.
   Refcounts& refcounts() { return *refcounts_; }
-  Status commit_header(const Header& h) { return header_.rewrite(h); }
+  Status commit_header(const Header& h) { return header_.commit(h); }
   // Switches to refcount structures written elsewhere in the file (check's and amend's
   // rebuild): flushes them, commits the header fields (with a new refcount width when
   // given) in one write, and reloads the refcounts. The commit point of a rebuild.
