@@ -136,7 +136,6 @@ bool get_bool(const CreateSpec& spec, const char* key) {
   return v && parse_bool(*v).value_or(false);
 }
 
-bool is_power_of_2(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
 const char* type_tag(OptType t) {
   switch (t) {
@@ -230,12 +229,7 @@ qcow::Status validate_create_options(CreateSpec* spec) {
     else if (*v == "full") o.preallocation = qcow::Preallocation::kFull;
     else return qcow::Status::invalid(fmt::format("Parameter 'preallocation' does not accept value '{}'", *v));
   }
-  if (spec->format == qcow::Format::kRaw) {
-    if (o.preallocation == qcow::Preallocation::kMetadata) {
-      return qcow::Status::invalid("Unsupported preallocation mode: metadata");
-    }
-    return qcow::Status::ok();
-  }
+  if (spec->format == qcow::Format::kRaw) return qcow::validate_create_options(o);
 
   if (const std::string* v = get(*spec, "compat")) {
     if (*v == "0.10" || *v == "v2") o.version = 2;
@@ -249,11 +243,7 @@ qcow::Status validate_create_options(CreateSpec* spec) {
   }
   if (get_bool(*spec, "encryption")) o.encrypt.format = "aes";
   if (const std::string* v = get(*spec, "encrypt.format")) o.encrypt.format = *v;
-  if (!o.encrypt.format.empty()) {
-    if (o.encrypt.format == "aes")
-      return qcow::Status::invalid("Use of AES-CBC encrypted qcow2 images is no longer supported: use encrypt.format=luks");
-    if (o.encrypt.format != "luks")
-      return qcow::Status::invalid(fmt::format("Parameter 'encrypt.format' does not accept value '{}'", o.encrypt.format));
+  if (o.encrypt.format == "luks") {
     if (!get(*spec, "encrypt.key-secret")) return qcow::Status::invalid("Parameter 'encrypt.key-secret' is required for cipher");
     if (const std::string* v = get(*spec, "encrypt.cipher-alg")) o.encrypt.cipher_alg = *v;
     if (const std::string* v = get(*spec, "encrypt.cipher-mode")) o.encrypt.cipher_mode = *v;
@@ -261,7 +251,7 @@ qcow::Status validate_create_options(CreateSpec* spec) {
     if (const std::string* v = get(*spec, "encrypt.ivgen-hash-alg")) o.encrypt.ivgen_hash_alg = *v;
     if (const std::string* v = get(*spec, "encrypt.hash-alg")) o.encrypt.hash_alg = *v;
     if (const std::string* v = get(*spec, "encrypt.iter-time")) o.encrypt.iter_time_ms = std::stoull(*v);
-  } else {
+  } else if (o.encrypt.format.empty()) {
     for (const auto& [key, value] : spec->given)
       if (key.starts_with("encrypt.") && key != "encrypt.key-secret")
         return qcow::Status::invalid(fmt::format("Parameter '{}' requires encrypt.format", key));
@@ -271,62 +261,13 @@ qcow::Status validate_create_options(CreateSpec* spec) {
       return qcow::Status::unsupported(fmt::format("option '{}': external data files are not supported yet", key));
     }
   }
-
   o.extended_l2 = get_bool(*spec, "extended_l2");
-  if (o.extended_l2 && o.version < 3) {
-    return qcow::Status::invalid(
-        "Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)");
-  }
-  uint64_t cluster_size = 65536;
-  if (const std::string* v = get(*spec, "cluster_size")) cluster_size = std::stoull(*v);
-  if (!is_power_of_2(cluster_size) || cluster_size < 512 || cluster_size > (2u << 20)) {
-    return qcow::Status::invalid("Cluster size must be a power of two between 512 and 2048k");
-  }
-  if (o.extended_l2 && cluster_size < 512 * 32) {
-    return qcow::Status::invalid(
-        "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
-  }
-  o.cluster_size = static_cast<uint32_t>(cluster_size);
-
-  const std::string* backing = get(*spec, "backing_file");
-  const std::string* backing_fmt = get(*spec, "backing_fmt");
-  if (backing && o.preallocation != qcow::Preallocation::kOff && !o.extended_l2) {
-    return qcow::Status::invalid(
-        "Backing file and preallocation can only be used at the same time if extended_l2 is on");
-  }
-  if (backing_fmt && !backing) {
-    return qcow::Status::invalid("Backing format cannot be used without backing file");
-  }
-  if (backing) o.backing_file = *backing;
-  if (backing_fmt) {
-    if (!qcow::parse_format(*backing_fmt)) {
-      return qcow::Status::invalid(fmt::format("Unknown backing file format '{}'", *backing_fmt));
-    }
-    o.backing_format = *backing_fmt;
-  }
-
+  if (const std::string* v = get(*spec, "cluster_size")) o.cluster_size = static_cast<uint32_t>(std::min<uint64_t>(std::stoull(*v), UINT32_MAX));
+  if (const std::string* v = get(*spec, "backing_file")) o.backing_file = *v;
+  if (const std::string* v = get(*spec, "backing_fmt")) o.backing_format = *v;
   o.lazy_refcounts = get_bool(*spec, "lazy_refcounts");
-  if (o.lazy_refcounts && o.version < 3) {
-    return qcow::Status::invalid(
-        "Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)");
-  }
-  uint64_t refcount_bits = 16;
-  if (const std::string* v = get(*spec, "refcount_bits")) refcount_bits = std::stoull(*v);
-  if (refcount_bits > 64 || !is_power_of_2(refcount_bits)) {
-    return qcow::Status::invalid("Refcount width must be a power of two and may not exceed 64 bits");
-  }
-  if (o.version < 3 && refcount_bits != 16) {
-    return qcow::Status::invalid(
-        "Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or "
-        "greater)");
-  }
-  o.refcount_bits = static_cast<int>(refcount_bits);
-  if (o.version < 3 && o.compression_type != qcow::CompressionType::kZlib) {
-    return qcow::Status::invalid(
-        "Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or "
-        "greater)");
-  }
-  return qcow::Status::ok();
+  if (const std::string* v = get(*spec, "refcount_bits")) o.refcount_bits = static_cast<int>(std::min<uint64_t>(std::stoull(*v), 1024));
+  return qcow::validate_create_options(o);
 }
 
 std::string formatting_line(const std::string& filename, const CreateSpec& spec) {

@@ -2,6 +2,7 @@
 // Image (the public handle) owns the top driver; each driver owns its backing driver.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -50,13 +51,30 @@ class Driver {
   virtual CacheStats cache_stats() const { return {}; }
 };
 
+// How libqcow's own modules (compare, the fuzzers) reach an Image's driver.
+struct Image::Internals {
+  static Driver& driver(Image& image) { return *image.driver_; }
+};
+
 // Opens one file as a driver, with its backing chain (depth counts layers above).
 Result<std::unique_ptr<Driver>> open_driver(const std::string& path, const OpenOptions& options, int depth);
 Result<std::unique_ptr<Driver>> open_raw(std::unique_ptr<File> file, bool writable);
 Result<std::unique_ptr<Driver>> open_qcow2(std::unique_ptr<File> file, const OpenOptions& options, int depth);
 Status create_qcow2(const std::string& path, const CreateOptions& options);
 
+// Reads buf.size() bytes at offset through read(offset, span), zero-filling what lies at
+// or past `size` (a backing file shorter than its overlay, copy-on-write past the end).
+template <class Read>
+Status read_zero_filled(uint64_t size, uint64_t offset, std::span<uint8_t> buf, Read&& read) {
+  const uint64_t n = offset >= size ? 0 : std::min<uint64_t>(buf.size(), size - offset);
+  if (n) QCOW_TRY(read(offset, buf.first(n)));
+  std::fill(buf.begin() + long(n), buf.end(), uint8_t(0));
+  return Status::ok();
+}
+
 // Reads [offset, offset+len) of a driver, zero-filling what lies past its end.
-Status read_clamped(Driver& d, uint64_t offset, std::span<uint8_t> buf);
+inline Status read_clamped(Driver& d, uint64_t offset, std::span<uint8_t> buf) {
+  return read_zero_filled(d.size(), offset, buf, [&](uint64_t o, std::span<uint8_t> b) { return d.read(o, b); });
+}
 
 }  // namespace qcow

@@ -42,18 +42,6 @@ std::optional<OverlapCheck> parse_overlap_check(std::string_view name) {
 
 std::string version() { return QCOW_VERSION_STRING; }
 
-Status read_clamped(Driver& d, uint64_t offset, std::span<uint8_t> buf) {
-  uint64_t size = d.size();
-  if (offset >= size) {
-    std::memset(buf.data(), 0, buf.size());
-    return Status::ok();
-  }
-  uint64_t n = std::min<uint64_t>(buf.size(), size - offset);
-  QCOW_TRY(d.read(offset, buf.first(n)));
-  if (n < buf.size()) std::memset(buf.data() + n, 0, buf.size() - n);
-  return Status::ok();
-}
-
 namespace {
 thread_local std::vector<std::string>* g_chain = nullptr;  // canonical paths of the chain being opened
 }
@@ -123,8 +111,8 @@ Result<Image> Image::open(const std::string& path, const OpenOptions& options) {
 
 Status Image::create(const std::string& path, const CreateOptions& o) {
   try {
+    QCOW_TRY(validate_create_options(o));
     if (o.format == Format::kRaw) {
-      if (!o.backing_file.empty()) return Status::invalid("raw images cannot have a backing file");
       QCOW_ASSIGN_OR_RETURN(auto f, open_posix_file(path, FileMode::kCreate, LockMode::kExclusive));
       QCOW_TRY(f->truncate(o.size));
       if (o.preallocation == Preallocation::kFalloc) QCOW_TRY(f->allocate(0, o.size));

@@ -245,6 +245,9 @@ Bytes replayed(const Bytes& base, const WriteLog& log, size_t prefix, qcow::Powe
 // ---- the judge ----
 
 struct Judge {
+  Judge(const Workload& w, const Options& o, const Model& model, std::string dir, Report& report)
+      : w(w), o(o), model(model), dir(std::move(dir)), report(report) {}
+
   const Workload& w;
   const Options& o;
   const Model& model;
@@ -483,7 +486,7 @@ Report run_workload(const Workload& w, const Options& o) {
   const uint64_t cluster_size = image_cluster_size(base_file);
   const Model model = build_model(w, base_content, cluster_size);
 
-  Judge j{w, o, model, {}, 0, scratch.path, report};
+  Judge j(w, o, model, scratch.path, report);
   for (const std::string& name : w.snapshots) {
     if (run_tool({"qemu-img", "convert", "-U", "-f", "qcow2", "-l", "snapshot.name=" + name, "-O", "raw", base_path, base_raw},
                  &out) != 0)

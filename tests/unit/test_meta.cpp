@@ -244,7 +244,9 @@ TEST_CASE("writes onto metadata mark the image corrupt; reads keep working") {
   file = qtest::read_file(path);
   CHECK(Bytes(file.begin() + long(l1), file.begin() + long(l1 + 16)) == l1_before);
   CHECK((be64_at(file, 72) & 2) != 0);  // the corrupt bit is on disk
-  auto again = Image::open(path, OpenOptions{.writable = true});
+  OpenOptions rw;
+  rw.writable = true;
+  auto again = Image::open(path, rw);
   CHECK(again.status().code() == ErrorCode::kReadOnly);
   // qemu-img agrees the image is corrupt (the cluster is referenced twice)...
   CHECK(qtest::qemu_check(path).corruptions > 0);

@@ -123,6 +123,13 @@ struct CreateOptions {
   FileWrapFn wrap_file;
 };
 
+// Checks a creation request as qemu-img does, with its messages and in its order
+// ("Cluster size must be a power of two between 512 and 2048k", "Extended L2 entries
+// are only supported with ..."): kInvalidArgument for the first problem found.
+// Image::create runs it too; front ends call it to report problems before anything
+// is printed or created.
+Status validate_create_options(const CreateOptions& options);
+
 // One run of block status across the chain (qemu-img map's entry). At
 // subcluster granularity on extended-L2 images.
 struct Extent {
@@ -224,9 +231,9 @@ class Image {
   // This image first, then each backing file down the chain (for info --backing-chain).
   std::vector<ImageInfo> chain_info() const;
   CacheStats cache_stats() const;
-  // The internal driver, for libqcow's own tools and tests; not part of the
-  // stable API (its type is not declared in the installed headers).
-  Driver& driver() { return *driver_; }
+
+  // Defined inside libqcow only (a nested type may reach the driver); nothing for users.
+  struct Internals;
 
  private:
   explicit Image(std::unique_ptr<Driver> driver);

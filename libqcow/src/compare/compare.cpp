@@ -43,7 +43,7 @@ class Walk {
     while (offset < common) {
       QemuBlockStatus s[2];
       for (int i = 0; i < 2; ++i) {
-        auto st = qemu_block_status_above(images_[i]->driver(), offset, images_[i]->size() - offset);
+        auto st = qemu_block_status_above(Image::Internals::driver(*images_[i]), offset, images_[i]->size() - offset);
         if (!st) return fail(Outcome::kBlockStatusError, i, offset, st.status());
         s[i] = *st;
       }
@@ -70,7 +70,7 @@ class Walk {
     sizes_differ_ = true;
     const int larger = size_a > size_b ? 0 : 1;
     while (offset < total_) {
-      auto st = qemu_block_status_above(images_[larger]->driver(), offset, total_ - offset);
+      auto st = qemu_block_status_above(Image::Internals::driver(*images_[larger]), offset, total_ - offset);
       if (!st) return fail(Outcome::kBlockStatusError, larger, offset, st.status());
       uint64_t chunk = st->length;
       if ((st->flags & kBlockAllocated) && !(st->flags & kBlockZero)) {

@@ -1,7 +1,10 @@
 // Qcow2Driver: one qcow2 layer. Split by operation across qcow2/*.cpp:
-// open.cpp (open, validation, info), read.cpp (mapping lookup, read, layer status),
-// write.cpp (allocating writes, copy-on-write), zero.cpp (zeroes, discard, compressed
-// writes), flush.cpp (flush ordering, resize, close), create.cpp, snapshot.cpp.
+// open.cpp (open, validation, overlap registration, corruption marking, info),
+// read.cpp (L2 entry access, mapping lookup, read, layer status), write.cpp
+// (in-place and allocating writes, copy-on-write), zero.cpp (write_zeroes, discard),
+// compressed.cpp (compressed writes), flush.cpp (flush ordering, close), resize.cpp
+// (virtual size, L1 growth), create.cpp, preallocate.cpp, crypt.cpp (LUKS/AES data
+// path), snapshot.cpp (snapshot table), bitmaps.cpp (bitmap directory for info).
 #pragma once
 
 #include <memory>
@@ -150,10 +153,10 @@ class Qcow2Driver final : public Driver {
   uint64_t snapshot_table_bytes_ = 0;
   uint64_t file_size_ = 0;        // host file size as last known
   uint64_t alloc_end_ = 0;        // end of the highest cluster we allocated
-  // Last decompressed cluster (sequential reads of compressed images touch each many times).
-  uint64_t ccache_word_ = 0;
-  bool ccache_valid_ = false;
-  std::vector<uint8_t> ccache_;
+  // The last decompressed cluster (sequential reads of compressed images touch each many times).
+  uint64_t decompressed_word_ = 0;  // its L2 entry
+  bool decompressed_valid_ = false;
+  std::vector<uint8_t> decompressed_;
   uint64_t compressed_next_ = 0;  // next free byte for packing compressed clusters (0: none)
   bool closed_ = false;
   bool opened_ = false;           // open() completed; only then may close() flush

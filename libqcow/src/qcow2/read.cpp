@@ -132,7 +132,7 @@ Result<LayerRun> Qcow2Driver::layer_status(uint64_t offset, uint64_t max_length)
 }
 
 Status Qcow2Driver::read_compressed(L2Entry e, uint64_t guest_cluster, std::span<uint8_t> out, uint64_t in_cluster) {
-  if (!ccache_valid_ || ccache_word_ != e.word) {
+  if (!decompressed_valid_ || decompressed_word_ != e.word) {
     CompressedExtent ce = compressed_extent(geo_, e);
     if (ce.offset >= kMaxHostOffset || ce.offset + ce.length > file_size_ + 512 || ce.length > 2 * geo_.cluster_size + 512)
       return Status::corrupt(fmt::format("{}: compressed cluster at host offset {:#x} ({} bytes) lies beyond the end of the file "
@@ -140,16 +140,16 @@ Status Qcow2Driver::read_compressed(L2Entry e, uint64_t guest_cluster, std::span
     std::vector<uint8_t> in(ce.length, 0);
     QCOW_ASSIGN_OR_RETURN(size_t got, file_->read_at(ce.offset, in));
     (void)got;  // a final partial sector past EOF reads as zeros
-    ccache_.resize(geo_.cluster_size);
-    Status s = compress::decompress(CompressionType(header_->compression_type), in, ccache_);
+    decompressed_.resize(geo_.cluster_size);
+    Status s = compress::decompress(CompressionType(header_->compression_type), in, decompressed_);
     if (!s.is_ok()) {
-      ccache_valid_ = false;
+      decompressed_valid_ = false;
       return s.prepend(fmt::format("{}: guest offset {:#x}: ", file_->path(), guest_cluster));
     }
-    ccache_word_ = e.word;
-    ccache_valid_ = true;
+    decompressed_word_ = e.word;
+    decompressed_valid_ = true;
   }
-  std::memcpy(out.data(), ccache_.data() + in_cluster, out.size());
+  std::memcpy(out.data(), decompressed_.data() + in_cluster, out.size());
   return Status::ok();
 }
 
@@ -197,14 +197,8 @@ Status Qcow2Driver::read_guest(uint64_t offset, std::span<uint8_t> buf) {
 }
 
 Status Qcow2Driver::read_view(uint64_t offset, std::span<uint8_t> buf) {
-  if (offset >= header_->size) {
-    std::memset(buf.data(), 0, buf.size());
-    return Status::ok();
-  }
-  uint64_t n = std::min<uint64_t>(buf.size(), header_->size - offset);
-  QCOW_TRY(read_guest(offset, buf.first(n)));
-  if (n < buf.size()) std::memset(buf.data() + n, 0, buf.size() - n);
-  return Status::ok();
+  return read_zero_filled(header_->size, offset, buf,
+                          [this](uint64_t o, std::span<uint8_t> b) { return read_guest(o, b); });
 }
 
 }  // namespace qcow

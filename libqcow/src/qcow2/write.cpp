@@ -55,7 +55,7 @@ Status Qcow2Driver::release_host(L2Entry old) {
     CompressedExtent ce = compressed_extent(geo_, old);
     uint64_t first = ce.offset >> geo_.cluster_bits, last = (ce.offset + ce.length - 1) >> geo_.cluster_bits;
     for (uint64_t c = first; c <= last; ++c) refcounts_->free_later(c << geo_.cluster_bits, 1);
-    ccache_valid_ = false;
+    decompressed_valid_ = false;
     // The cluster we pack compressed data into may now drop to refcount 0 and be
     // reallocated for other data: never pack into it again.
     compressed_next_ = 0;
