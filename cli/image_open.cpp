@@ -29,7 +29,7 @@ qcow::Result<qcow::Image> open_source_image(std::string filename, std::string fo
   }
   auto image = qcow::Image::open(filename, options);
   if (!image) return qcow::Status::error(image.status().code(), could_not_open(filename, image.status()));
-  if (!options.key_secret && !image->info().encrypt_format.empty())
+  if (!options.key_secret && image->info().encrypt_format != qcow::EncryptionFormat::kNone)
     return qcow::Status::invalid(
         fmt::format("Could not open '{}': Parameter 'encrypt.key-secret' is required for cipher", filename));
   return image;

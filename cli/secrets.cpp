@@ -179,7 +179,7 @@ qcow::Status apply_secret_options(std::string* filename, std::string* format, qc
 }
 
 void warn_if_legacy_aes(const qcow::Image& image) {
-  if (image.info().encrypt_format == "aes")
+  if (image.info().encrypt_format == qcow::EncryptionFormat::kAes)
     std::fprintf(stderr,
                  "qimg: warning: %s: legacy qcow2 AES encryption is insecure and deprecated; convert the image to "
                  "encrypt.format=luks\n",

@@ -150,7 +150,7 @@ int run_convert(const ConvertOptions& o) {
     // qemu-img's checks, in its order. Copying bitmaps is not implemented: refuse
     // rather than silently drop them.
     for (const qcow::ImageInfo& i : sources.info()) {
-      if (i.format != "qcow2") return fail("Source lacks bitmap support");
+      if (i.format != qcow::Format::kQcow2) return fail("Source lacks bitmap support");
     }
     if (dst_format && *dst_format != qcow::Format::kQcow2)
       return fail(fmt::format("Format driver '{}' does not support bitmaps", qcow::format_name(*dst_format)));
@@ -237,9 +237,9 @@ int run_convert(const ConvertOptions& o) {
   config.sparse = *sparse;
   config.compress = o.compress;
   config.cluster_size = info.cluster_size ? info.cluster_size : 65536;
-  config.compression_type = info.compression_type == "zstd" ? qcow::CompressionType::kZstd : qcow::CompressionType::kZlib;
+  config.compression_type = info.compression_type;
   if (target->format() == qcow::Format::kQcow2) {
-    config.unit = info.extended_l2 ? info.cluster_size / 32 : info.cluster_size;
+    config.unit = info.subcluster_size;
   } else {
     config.unit = *sparse ? sparse_alignment(*sparse) : 65536;
   }

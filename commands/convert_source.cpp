@@ -17,7 +17,7 @@ qcow::Status SourceSet::open(const std::vector<std::string>& files, const qcow::
     if (options.key_secret) warn_if_legacy_aes(*image);
     const uint64_t size = image->size();
     std::vector<bool> raw_layer;
-    for (const qcow::ImageInfo& layer : image->chain_info()) raw_layer.push_back(layer.format == "raw");
+    for (const qcow::ImageInfo& layer : image->chain_info()) raw_layer.push_back(layer.format == qcow::Format::kRaw);
     sources_.push_back({std::move(image).value(), total_, std::move(raw_layer)});
     total_ += size;
   }

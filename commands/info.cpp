@@ -40,7 +40,7 @@ Json snapshot_json(const qcow::SnapshotInfo& s) {
 // qemu's QCryptoBlockInfo: {"format": "aes"} or the LUKS header details.
 Json encrypt_json(const qcow::ImageInfo& info) {
   Json e = Json::object();
-  e["format"] = info.encrypt_format;
+  e["format"] = qcow::encryption_format_name(info.encrypt_format);
   if (!info.luks) return e;
   const qcow::LuksInfo& l = *info.luks;
   e["cipher-alg"] = l.cipher_alg;
@@ -70,7 +70,7 @@ Json encrypt_json(const qcow::ImageInfo& info) {
 Json qcow2_specific(const qcow::ImageInfo& info) {
   Json d = Json::object();
   d["compat"] = info.version >= 3 ? "1.1" : "0.10";
-  d["compression-type"] = info.compression_type.empty() ? "zlib" : info.compression_type;
+  d["compression-type"] = qcow::compression_type_name(info.compression_type);
   if (info.version >= 3) {
     d["lazy-refcounts"] = info.lazy_refcounts;
     if (!info.bitmaps.empty()) {
@@ -85,7 +85,7 @@ Json qcow2_specific(const qcow::ImageInfo& info) {
     }
   }
   d["refcount-bits"] = info.refcount_bits;
-  if (!info.encrypt_format.empty()) d["encrypt"] = encrypt_json(info);
+  if (info.encrypt_format != qcow::EncryptionFormat::kNone) d["encrypt"] = encrypt_json(info);
   if (info.version >= 3) {
     d["corrupt"] = info.corrupt;
     d["extended-l2"] = info.extended_l2;
@@ -96,14 +96,14 @@ Json qcow2_specific(const qcow::ImageInfo& info) {
 
 // qemu's ImageInfo as JSON, keys in QDict order.
 Json info_json(const qcow::ImageInfo& info) {
-  const bool qcow2 = info.format == "qcow2";
+  const bool qcow2 = info.format == qcow::Format::kQcow2;
   Json j = Json::object();
   j["virtual-size"] = info.virtual_size;
   j["filename"] = info.filename;
   if (qcow2) j["cluster-size"] = info.cluster_size;
-  j["format"] = info.format;
+  j["format"] = qcow::format_name(info.format);
   j["actual-size"] = info.actual_size;
-  if (!info.encrypt_format.empty()) j["encrypted"] = true;
+  if (info.encrypt_format != qcow::EncryptionFormat::kNone) j["encrypted"] = true;
   j["dirty-flag"] = info.dirty;
   if (!info.backing_filename.empty()) {
     j["backing-filename"] = info.backing_filename;
@@ -165,10 +165,10 @@ std::string snapshot_line(const qcow::SnapshotInfo& s) {
 std::string info_human(const qcow::ImageInfo& info) {
   std::string out;
   out += fmt::format("image: {}\nfile format: {}\nvirtual size: {} ({} bytes)\ndisk size: {}\n", info.filename,
-                     info.format, format_size(info.virtual_size), info.virtual_size,
+                     qcow::format_name(info.format), format_size(info.virtual_size), info.virtual_size,
                      format_size(info.actual_size));
-  if (!info.encrypt_format.empty()) out += "encrypted: yes\n";
-  if (info.format == "qcow2") out += fmt::format("cluster_size: {}\n", info.cluster_size);
+  if (info.encrypt_format != qcow::EncryptionFormat::kNone) out += "encrypted: yes\n";
+  if (info.format == qcow::Format::kQcow2) out += fmt::format("cluster_size: {}\n", info.cluster_size);
   if (info.dirty) out += "cleanly shut down: no\n";
   if (!info.backing_filename.empty()) {
     out += fmt::format("backing file: {}", info.backing_filename);
@@ -193,7 +193,7 @@ std::string info_human(const qcow::ImageInfo& info) {
 
 std::string format_specific_human(const qcow::ImageInfo& info) {
   std::string out;
-  if (info.format == "qcow2") {
+  if (info.format == qcow::Format::kQcow2) {
     out += "Format specific information:\n";
     dump_human(out, qemu_key_order(qcow2_specific(info)), 1);
   }

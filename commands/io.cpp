@@ -328,15 +328,8 @@ class Script {
   void cmd_info(const std::vector<std::string>& args) {
     need_args({args.begin() + 1, args.end()}, "info", 0);
     qcow::ImageInfo info = image_.info();
-    uint64_t vm_state_offset = 0;
-    if (info.format == "qcow2" && info.cluster_size != 0) {
-      int cluster_bits = __builtin_ctz(info.cluster_size);
-      int l2_bits = cluster_bits - (info.extended_l2 ? 4 : 3);
-      uint64_t per_l1 = 1ULL << (cluster_bits + l2_bits);
-      vm_state_offset = (info.virtual_size + per_l1 - 1) / per_l1 * per_l1;
-    }
-    std::printf("format name: %s\ncluster size: %s\nvm state offset: %s\n", info.format.c_str(),
-                format_cvtstr(info.cluster_size).c_str(), format_cvtstr(static_cast<double>(vm_state_offset)).c_str());
+    std::printf("format name: %s\ncluster size: %s\nvm state offset: %s\n", qcow::format_name(info.format),
+                format_cvtstr(info.cluster_size).c_str(), format_cvtstr(static_cast<double>(info.vm_state_offset)).c_str());
     std::string specific = format_specific_human(info);
     std::fwrite(specific.data(), 1, specific.size(), stdout);
   }

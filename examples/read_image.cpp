@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   qcow::ImageInfo info = image->info();
   std::printf("libqcow %s (headers %s)\n", qcow::version().c_str(), QCOW_VERSION_STRING);
   std::printf("%s: %s, virtual size %" PRIu64 ", cluster size %u%s\n", info.filename.c_str(),
-              info.format.c_str(), info.virtual_size, info.cluster_size,
+              qcow::format_name(info.format), info.virtual_size, info.cluster_size,
               info.extended_l2 ? ", extended L2" : "");
 
   // Guest bytes past the end of the disk do not exist: clamp the read.

@@ -17,6 +17,10 @@
 namespace qcow {
 
 const char* format_name(Format f) { return f == Format::kQcow2 ? "qcow2" : "raw"; }
+const char* compression_type_name(CompressionType c) { return c == CompressionType::kZstd ? "zstd" : "zlib"; }
+const char* encryption_format_name(EncryptionFormat e) {
+  return e == EncryptionFormat::kAes ? "aes" : e == EncryptionFormat::kLuks ? "luks" : "";
+}
 
 std::optional<Format> parse_format(std::string_view name) {
   if (name == "qcow2") return Format::kQcow2;

@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   }
   const qcow::ImageInfo info = image->info();
   std::printf("libqcow %s: %s format=%s size=%llu cluster_size=%u extended_l2=%d\n", qcow::version().c_str(),
-              argv[1], info.format.c_str(), static_cast<unsigned long long>(info.virtual_size), info.cluster_size,
+              argv[1], qcow::format_name(info.format), static_cast<unsigned long long>(info.virtual_size), info.cluster_size,
               info.extended_l2 ? 1 : 0);
 
   std::vector<uint8_t> buf(length + 4096);

@@ -48,7 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     o.writable = true;
     o.open_backing = false;
     auto img = no_internal(qcow::Image::open(path, o));
-    if (img.is_ok() && img->size() && img->info().encrypt_format.empty()) {
+    if (img.is_ok() && img->size() && img->info().encrypt_format == qcow::EncryptionFormat::kNone) {
       std::vector<uint8_t> buf(std::min<uint64_t>(img->size(), 4096), 0x5a);
       qcow::Status w = no_internal(img->write(0, buf));
       qcow::Status c = no_internal(img->close());

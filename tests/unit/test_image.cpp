@@ -208,7 +208,7 @@ TEST_CASE("image: create layouts, random I/O vs model, reopen, qemu-img check/co
         Image ro = open_ro(path);
         CHECK(ro.size() == size);
         ImageInfo info = ro.info();
-        CHECK(info.format == "qcow2");
+        CHECK(info.format == Format::kQcow2);
         CHECK(info.cluster_size == cs);
         CHECK(info.version == l.version);
         CHECK(info.extended_l2 == l.extended_l2);
@@ -403,7 +403,7 @@ TEST_CASE("image: create layouts, random I/O vs model, reopen, qemu-img check/co
         CHECK(qtest::first_mismatch(img, m, 0, size) == -1);
         auto chain = img.chain_info();
         REQUIRE(chain.size() == 2);
-        CHECK(chain[1].format == "raw");
+        CHECK(chain[1].format == Format::kRaw);
       }
       {
         Image img = open_rw(top);

@@ -34,9 +34,7 @@
 
 namespace qcow {
 
-enum class Format { kQcow2, kRaw };
 enum class Preallocation { kOff, kMetadata, kFalloc, kFull };
-enum class CompressionType { kZlib = 0, kZstd = 1 };
 enum class Unmap { kNo, kYes };
 enum class Compress { kNo, kYes };
 // kReserve fallocates the whole host cluster when its first subcluster is
@@ -54,8 +52,6 @@ enum class OverlapCheck { kNone, kConstant, kCached, kAll };
 const char* overlap_check_name(OverlapCheck level);
 std::optional<OverlapCheck> parse_overlap_check(std::string_view name);
 
-// "qcow2" or "raw".
-const char* format_name(Format f);
 // The inverse of format_name(); nullopt for any other name.
 std::optional<Format> parse_format(std::string_view name);
 

@@ -12,6 +12,15 @@
 
 namespace qcow {
 
+enum class Format { kQcow2, kRaw };
+enum class CompressionType { kZlib = 0, kZstd = 1 };
+enum class EncryptionFormat { kNone, kAes /* legacy qcow AES, read only */, kLuks };
+
+// The names qemu-img prints: "qcow2"/"raw", "zlib"/"zstd", ""/"aes"/"luks".
+const char* format_name(Format f);
+const char* compression_type_name(CompressionType c);
+const char* encryption_format_name(EncryptionFormat e);
+
 struct SnapshotInfo {
   std::string id;
   std::string name;
@@ -53,21 +62,23 @@ struct LuksInfo {
 
 struct ImageInfo {
   std::string filename;
-  std::string format;              // "qcow2" or "raw"
+  Format format = Format::kRaw;
   uint64_t virtual_size = 0;
   uint64_t actual_size = 0;        // host bytes allocated
   uint64_t file_length = 0;
   // qcow2 only:
   uint32_t cluster_size = 0;
+  uint32_t subcluster_size = 0;    // the allocation unit: cluster_size / 32 with extended L2
+  uint64_t vm_state_offset = 0;    // where QEMU keeps VM state: past the last L2 table's reach
   int version = 0;                 // 2 or 3
   int refcount_bits = 0;
   bool extended_l2 = false;
   bool lazy_refcounts = false;
   bool dirty = false;
   bool corrupt = false;
-  std::string compression_type;    // "zlib" or "zstd"
-  std::string encrypt_format;      // "", "aes", "luks"
-  std::optional<LuksInfo> luks;    // parsed LUKS header (encrypt_format "luks")
+  CompressionType compression_type = CompressionType::kZlib;
+  EncryptionFormat encrypt_format = EncryptionFormat::kNone;
+  std::optional<LuksInfo> luks;    // parsed LUKS header (encrypt_format kLuks)
   std::string backing_filename;    // as stored in the image
   std::string full_backing_filename;
   std::string backing_format;

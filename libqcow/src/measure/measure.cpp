@@ -145,7 +145,7 @@ Result<Measurement> measure_qcow2(const MeasureOptions& o, Image* source) {
   m.required = m.fully_allocated - virtual_size + required;
   if (source && o.version >= 3) {
     ImageInfo info = source->info();
-    if (info.format == "qcow2" && info.version >= 3) m.bitmaps = bitmaps_bytes(info, source->size(), cluster_size);
+    if (info.format == Format::kQcow2 && info.version >= 3) m.bitmaps = bitmaps_bytes(info, source->size(), cluster_size);
   }
   return m;
 }

@@ -318,21 +318,25 @@ ImageInfo Qcow2Driver::info() const {
   const Header& h = header_.get();
   ImageInfo i;
   i.filename = file_->path();
-  i.format = "qcow2";
+  i.format = Format::kQcow2;
   i.virtual_size = h.size;
   auto a = file_->allocated_bytes();
   i.actual_size = a ? *a : 0;
   auto s = file_->size();
   i.file_length = s ? *s : 0;
   i.cluster_size = uint32_t(geo_.cluster_size);
+  i.subcluster_size = uint32_t(geo_.subcluster_size);
+  i.vm_state_offset = div_round_up(h.size, geo_.l2_coverage()) * geo_.l2_coverage();  // QEMU's qcow2_vm_state_offset
   i.version = int(h.version);
   i.refcount_bits = int(geo_.refcount_bits);
   i.extended_l2 = geo_.extended_l2;
   i.lazy_refcounts = h.compatible_features & kCompatLazyRefcounts;
   i.dirty = h.incompatible_features & kIncompatDirty;
   i.corrupt = h.incompatible_features & kIncompatCorrupt;
-  i.compression_type = h.compression_type == 1 ? "zstd" : "zlib";
-  i.encrypt_format = h.crypt_method == kCryptAes ? "aes" : h.crypt_method == kCryptLuks ? "luks" : "";
+  i.compression_type = h.compression_type == 1 ? CompressionType::kZstd : CompressionType::kZlib;
+  i.encrypt_format = h.crypt_method == kCryptAes    ? EncryptionFormat::kAes
+                     : h.crypt_method == kCryptLuks ? EncryptionFormat::kLuks
+                                                    : EncryptionFormat::kNone;
   if (luks_) i.luks = crypto::luks_info(*luks_);
   i.backing_filename = h.backing_file;
   if (!h.backing_file.empty()) {

@@ -77,7 +77,7 @@ class RawDriver final : public Driver {
   ImageInfo info() const override {
     ImageInfo i;
     i.filename = path();
-    i.format = "raw";
+    i.format = Format::kRaw;
     i.virtual_size = size_;
     i.file_length = file_length_;
     auto a = file_->allocated_bytes();
