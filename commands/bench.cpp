@@ -82,116 +82,121 @@ qcow::Status read_worker(qcow::Image& img, uint64_t count, uint64_t first, uint6
   return qcow::Status::ok();
 }
 
-int run_qemu_mode(const BenchOptions& o) {
+// qemu-img bench's parameters, parsed and checked in its order and with its messages.
+struct QemuBench {
   uint64_t count = 75000, depth = 64, offset = 0, bufsize = 4096, step = 0, flush_interval = 0, pattern = 0;
-  std::string error;
-  if (!o.count.empty()) {
-    auto v = parse_uint(o.count, INT_MAX);
-    if (!v) return fail("Invalid request count specified");
-    count = *v;
-  }
-  auto d = parse_uint(o.depth, INT_MAX);
-  if (!d || *d < 1) return fail("Invalid queue depth specified");
-  depth = *d;
   CacheChoice cache;
-  if (!parse_cache(o.cache, &cache)) return fail("Invalid cache mode");
-  if (!o.aio.empty() && o.aio != "threads" && o.aio != "native" && o.aio != "io_uring") {
-    return fail(fmt::format("Invalid aio option: {}", o.aio));
-  }
-  if (!o.o.empty()) {
-    auto v = parse_size_arg("offset", o.o.back(), 0, kInt64Max, &error);
-    if (!v) return fail(error);
-    offset = *v;
-  }
+};
+
+qcow::Status parse_qemu_bench(const BenchOptions& o, QemuBench* b) {
+  std::string error;
+  auto size = [&](const char* what, const std::string& text, uint64_t max, uint64_t* out) -> qcow::Status {
+    auto v = parse_size_arg(what, text, 0, max, &error);
+    if (!v) return qcow::Status::invalid(error);
+    *out = *v;
+    return qcow::Status::ok();
+  };
+  auto number = [&](const std::string& text, const char* message, uint64_t* out) -> qcow::Status {
+    auto v = parse_uint(text, INT_MAX);
+    if (!v) return qcow::Status::invalid(message);
+    *out = *v;
+    return qcow::Status::ok();
+  };
+  if (!o.count.empty()) QCOW_TRY(number(o.count, "Invalid request count specified", &b->count));
+  QCOW_TRY(number(o.depth, "Invalid queue depth specified", &b->depth));
+  if (b->depth < 1) return qcow::Status::invalid("Invalid queue depth specified");
+  if (!parse_cache(o.cache, &b->cache)) return qcow::Status::invalid("Invalid cache mode");
+  if (!o.aio.empty() && o.aio != "threads" && o.aio != "native" && o.aio != "io_uring")
+    return qcow::Status::invalid(fmt::format("Invalid aio option: {}", o.aio));
+  if (!o.o.empty()) QCOW_TRY(size("offset", o.o.back(), kInt64Max, &b->offset));
   if (o.pattern) {
     auto v = parse_pattern_byte(*o.pattern);
-    if (!v) return fail("Invalid pattern byte specified");
-    pattern = *v;
+    if (!v) return qcow::Status::invalid("Invalid pattern byte specified");
+    b->pattern = *v;
   }
-  if (!o.buffer_size.empty()) {
-    auto v = parse_size_arg("buffer size", o.buffer_size, 0, INT_MAX, &error);
-    if (!v) return fail(error);
-    bufsize = *v;
-  }
-  if (!o.step.empty()) {
-    auto v = parse_size_arg("step_size", o.step, 0, INT_MAX, &error);
-    if (!v) return fail(error);
-    step = *v;
-  }
-  if (!o.flush_interval.empty()) {
-    auto v = parse_uint(o.flush_interval, INT_MAX);
-    if (!v) return fail("Invalid flush interval specified");
-    flush_interval = *v;
-  }
-  if (o.filename.empty()) return fail("Expecting one image file name");
-  if (flush_interval && !o.write) return fail("--flush-interval is only available in write tests");
-  if (flush_interval && flush_interval < depth) return fail("Flush interval can't be smaller than depth");
-  if ((o.native_aio || o.aio == "native") && !cache.direct) {
-    return fail(fmt::format("Could not open '{}': aio=native was specified, but it requires cache.direct=on, "
-                            "which was not specified.",
-                            o.filename));
-  }
-  if (step == 0) step = bufsize;
+  if (!o.buffer_size.empty()) QCOW_TRY(size("buffer size", o.buffer_size, INT_MAX, &b->bufsize));
+  if (!o.step.empty()) QCOW_TRY(size("step_size", o.step, INT_MAX, &b->step));
+  if (!o.flush_interval.empty()) QCOW_TRY(number(o.flush_interval, "Invalid flush interval specified", &b->flush_interval));
+  if (o.filename.empty()) return qcow::Status::invalid("Expecting one image file name");
+  if (b->flush_interval && !o.write) return qcow::Status::invalid("--flush-interval is only available in write tests");
+  if (b->flush_interval && b->flush_interval < b->depth)
+    return qcow::Status::invalid("Flush interval can't be smaller than depth");
+  if ((o.native_aio || o.aio == "native") && !b->cache.direct)
+    return qcow::Status::invalid(fmt::format("Could not open '{}': aio=native was specified, but it requires "
+                                             "cache.direct=on, which was not specified.", o.filename));
+  if (b->step == 0) b->step = b->bufsize;
+  return qcow::Status::ok();
+}
 
-  qcow::OpenOptions oo;
-  if (qcow::Status s = parse_format_option(o.format, &oo.format); !s) return fail(s);
-  oo.writable = o.write;
-  oo.force_share = o.force_share;
-  oo.cache = cache.mode;
-  auto image = qcow::Image::open(o.filename, oo);
-  if (!image) return fail(fmt::format("Could not open '{}': {}", o.filename, image.status().message()));
-  const uint64_t disk = image->size();
-
-  // Request offsets as qemu-img bench computes them: start, then += step modulo the disk size.
-  std::vector<uint64_t> offsets(count);
-  for (uint64_t i = 0, off = offset; i < count; ++i) {
-    offsets[i] = off;
-    off += step;
-    off = disk ? off % disk : 0;
-  }
-  std::printf("Sending %llu %s requests, %llu bytes each, %llu in parallel (starting at offset %llu, step size %llu)\n",
-              (unsigned long long)count, o.write ? "write" : "read", (unsigned long long)bufsize,
-              (unsigned long long)depth, (unsigned long long)offset, (unsigned long long)step);
-  if (flush_interval) std::printf("Sending flush every %llu requests\n", (unsigned long long)flush_interval);
-  std::fflush(stdout);
-  for (uint64_t off : offsets)
-    if (off > disk || bufsize > disk - off) return fail("Failed request: Input/output error");
-
-  // Reads with depth > 1 run on threads, each with its own read-only handle.
-  const uint64_t threads = o.write ? 1 : std::min<uint64_t>({depth, 8, std::max<uint64_t>(count, 1)});
+// The requests themselves: writes on one handle; reads with depth > 1 on threads, each
+// with its own read-only handle.
+qcow::Status send_requests(const BenchOptions& o, const QemuBench& b, const qcow::OpenOptions& oo, qcow::Image& image,
+                           const std::vector<uint64_t>& offsets) {
+  const uint64_t threads = o.write ? 1 : std::min<uint64_t>({b.depth, 8, std::max<uint64_t>(b.count, 1)});
   std::vector<qcow::Image> extra;
   for (uint64_t t = 1; t < threads; ++t) {
     auto h = qcow::Image::open(o.filename, oo);
-    if (!h) return fail(fmt::format("Could not open '{}': {}", o.filename, h.status().message()));
+    if (!h) return h.status().prepend(fmt::format("Could not open '{}': ", o.filename));
     extra.push_back(std::move(*h));
   }
-
-  const auto start = std::chrono::steady_clock::now();
   qcow::Status status;
   if (o.write) {
-    std::vector<uint8_t> buf(bufsize, uint8_t(pattern));
-    for (uint64_t i = 0; i < count && status; ++i) {
-      if (flush_interval && i > 0 && (count - i) % flush_interval == 0 && cache.flush) status = image->flush();
-      if (status) status = image->write(offsets[i], buf);
-      if (status && cache.sync_each_write) status = image->flush();
+    std::vector<uint8_t> buf(b.bufsize, uint8_t(b.pattern));
+    for (uint64_t i = 0; i < b.count && status; ++i) {
+      if (b.flush_interval && i > 0 && (b.count - i) % b.flush_interval == 0 && b.cache.flush) status = image.flush();
+      if (status) status = image.write(offsets[i], buf);
+      if (status && b.cache.sync_each_write) status = image.flush();
     }
   } else if (threads <= 1) {
-    status = read_worker(*image, count, 0, 1, offsets, bufsize);
+    status = read_worker(image, b.count, 0, 1, offsets, b.bufsize);
   } else {
     std::vector<qcow::Status> results(threads);
     std::vector<std::thread> workers;
     for (uint64_t t = 0; t < threads; ++t) {
-      qcow::Image& img = t == 0 ? *image : extra[t - 1];
-      workers.emplace_back([&, t, &img = img] { results[t] = read_worker(img, count, t, threads, offsets, bufsize); });
+      qcow::Image& img = t == 0 ? image : extra[t - 1];
+      workers.emplace_back([&, t, &img = img] { results[t] = read_worker(img, b.count, t, threads, offsets, b.bufsize); });
     }
     for (auto& w : workers) w.join();
     for (const auto& r : results)
       if (!r && status) status = r;
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (!status) return fail(fmt::format("Failed request: {}", status.message()));
-  std::printf("Run completed in %3.3f seconds.\n", seconds);
   for (auto& h : extra) (void)h.close();
+  if (!status) return status.prepend("Failed request: ");
+  return status;
+}
+
+int run_qemu_mode(const BenchOptions& o) {
+  QemuBench b;
+  if (qcow::Status s = parse_qemu_bench(o, &b); !s) return fail(s);
+  qcow::OpenOptions oo;
+  if (qcow::Status s = parse_format_option(o.format, &oo.format); !s) return fail(s);
+  oo.writable = o.write;
+  oo.force_share = o.force_share;
+  oo.cache = b.cache.mode;
+  auto image = qcow::Image::open(o.filename, oo);
+  if (!image) return fail(fmt::format("Could not open '{}': {}", o.filename, image.status().message()));
+  const uint64_t disk = image->size();
+
+  // Request offsets as qemu-img bench computes them: start, then += step modulo the disk size.
+  std::vector<uint64_t> offsets(b.count);
+  for (uint64_t i = 0, off = b.offset; i < b.count; ++i) {
+    offsets[i] = off;
+    off += b.step;
+    off = disk ? off % disk : 0;
+  }
+  std::printf("Sending %llu %s requests, %llu bytes each, %llu in parallel (starting at offset %llu, step size %llu)\n",
+              (unsigned long long)b.count, o.write ? "write" : "read", (unsigned long long)b.bufsize,
+              (unsigned long long)b.depth, (unsigned long long)b.offset, (unsigned long long)b.step);
+  if (b.flush_interval) std::printf("Sending flush every %llu requests\n", (unsigned long long)b.flush_interval);
+  std::fflush(stdout);
+  for (uint64_t off : offsets)
+    if (off > disk || b.bufsize > disk - off) return fail("Failed request: Input/output error");
+
+  const auto start = std::chrono::steady_clock::now();
+  qcow::Status status = send_requests(o, b, oo, *image, offsets);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!status) return fail(status);
+  std::printf("Run completed in %3.3f seconds.\n", seconds);
   if (qcow::Status s = image->close(); !s) return fail(s);
   return 0;
 }

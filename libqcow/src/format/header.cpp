@@ -22,7 +22,10 @@ Status bad(const char* field, uint64_t value, const std::string& why) {
 
 }  // namespace
 
-Result<Header> parse_header(std::span<const uint8_t> buf) {
+namespace {
+
+// The fixed fields (version 2: 72 bytes; version 3: header_length bytes).
+Result<Header> parse_fixed_fields(std::span<const uint8_t> buf) {
   if (buf.size() < kHeaderV2Length) return Status::corrupt(fmt::format("file too short for a qcow2 header ({} bytes)", buf.size()));
   const uint8_t* p = buf.data();
   if (load_be32(p) != kQcowMagic) return Status::corrupt("not a qcow2 image (bad magic)");
@@ -63,6 +66,11 @@ Result<Header> parse_header(std::span<const uint8_t> buf) {
     if (h.header_length > kHeaderV3Length)
       h.unknown_header_fields.assign(p + kHeaderV3Length, p + h.header_length);
   }
+  return h;
+}
+
+// Values that are valid alone but not together, or that we do not support.
+Status check_fields(const Header& h) {
   if (h.refcount_order > 6) return bad("refcount_order", h.refcount_order, "must be at most 6 (64-bit refcounts)");
   if (h.crypt_method > kCryptLuks) return bad("crypt_method", h.crypt_method, "unknown encryption method");
 
@@ -75,9 +83,14 @@ Result<Header> parse_header(std::span<const uint8_t> buf) {
   if (h.compression_type > 1) return Status::unsupported(fmt::format("unknown compression type {}", h.compression_type));
   if (h.extended_l2() && h.cluster_bits < kMinExtendedL2ClusterBits)
     return bad("cluster_bits", h.cluster_bits, "extended L2 entries need clusters of at least 16 KiB");
+  return Status::ok();
+}
 
-  // Header extensions: from the end of the header to the end of the first cluster
-  // (or to the backing file name, which must come after them).
+// Header extensions: from the end of the header to the end of the first cluster
+// (or to the backing file name, which must come after them).
+Status parse_extensions(std::span<const uint8_t> buf, Header& h) {
+  const uint8_t* p = buf.data();
+  const uint64_t cs = h.cluster_size();
   uint64_t ext_end = std::min<uint64_t>(cs, buf.size());
   if (h.backing_file_offset) {
     if (h.backing_file_size > kMaxBackingFileNameLength)
@@ -142,6 +155,15 @@ Result<Header> parse_header(std::span<const uint8_t> buf) {
     }
     off += align_up(len, 8);
   }
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<Header> parse_header(std::span<const uint8_t> buf) {
+  QCOW_ASSIGN_OR_RETURN(Header h, parse_fixed_fields(buf));
+  QCOW_TRY(check_fields(h));
+  QCOW_TRY(parse_extensions(buf, h));
   return h;
 }
 
