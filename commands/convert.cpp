@@ -76,180 +76,225 @@ uint64_t sparse_alignment(uint64_t sparse) {
 
 }  // namespace
 
-int run_convert(const ConvertOptions& o) {
-  const int workers = o.workers == -1 ? hardware_workers() : o.workers;
-  if (workers < 1 || workers > kMaxWorkers) {
-    return fail("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
-  }
+namespace {
+
+// What the command line asks for, parsed and checked in qemu-img's order.
+struct ConvertPlan {
+  int workers = 1;
+  uint64_t sparse = 0;
+  std::optional<uint64_t> rate;
+  CacheChoice dst_cache, src_cache;
+  std::optional<qcow::Format> src_format, dst_format;
+  OptionList list;
+  std::vector<std::string> inputs;
+  std::string dest;
+  SnapshotSpec snapshot;
+};
+
+qcow::Status parse_plan(const ConvertOptions& o, ConvertPlan* p) {
+  p->workers = o.workers == -1 ? hardware_workers() : o.workers;
+  if (p->workers < 1 || p->workers > kMaxWorkers)
+    return qcow::Status::invalid("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
   std::string error;
   auto sparse = parse_size_arg("buffer size for sparse output", o.sparse_size, 0, kInt64Max, &error);
-  if (!sparse || *sparse % 512 != 0 || *sparse > kMaxSparse) {
-    return fail(fmt::format("Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up "
-                            "to {}. Select 0 to disable sparse detection (fully allocates output).",
-                            kMaxSparse));
-  }
-  std::optional<uint64_t> rate;
+  if (!sparse || *sparse % 512 != 0 || *sparse > kMaxSparse)
+    return qcow::Status::invalid(fmt::format("Invalid buffer size for sparse output specified. Valid sizes are "
+                                             "multiples of 512 up to {}. Select 0 to disable sparse detection (fully "
+                                             "allocates output).", kMaxSparse));
+  p->sparse = *sparse;
   if (!o.rate_limit.empty()) {
-    rate = parse_size_arg("rate limit", o.rate_limit, 0, kInt64Max, &error);
-    if (!rate) return fail(error);
+    p->rate = parse_size_arg("rate limit", o.rate_limit, 0, kInt64Max, &error);
+    if (!p->rate) return qcow::Status::invalid(error);
   }
-  if (o.copy_offload && o.compress) return fail("Cannot enable copy offloading when -c is used");
-  if (o.copy_offload && o.salvage) return fail("Cannot use copy offloading in salvaging mode");
-  if (o.skip_broken_bitmaps && !o.bitmaps) return fail("Use of --skip-broken-bitmaps requires --bitmaps");
-  CacheChoice dst_cache, src_cache;
-  if (!parse_cache(o.cache, &dst_cache)) return fail(fmt::format("Invalid cache option: {}", o.cache));
-  if (!parse_cache(o.source_cache, &src_cache)) return fail(fmt::format("Invalid source cache option: {}", o.source_cache));
-  std::optional<qcow::Format> src_format, dst_format;
-  if (qcow::Status s = parse_format_option(o.source_format, &src_format); !s) return fail(s);
-  if (qcow::Status s = parse_format_option(o.output_format, &dst_format); !s) return fail(s);
-  if (!dst_format && !o.no_create) dst_format = qcow::Format::kRaw;
+  if (o.copy_offload && o.compress) return qcow::Status::invalid("Cannot enable copy offloading when -c is used");
+  if (o.copy_offload && o.salvage) return qcow::Status::invalid("Cannot use copy offloading in salvaging mode");
+  if (o.skip_broken_bitmaps && !o.bitmaps) return qcow::Status::invalid("Use of --skip-broken-bitmaps requires --bitmaps");
+  if (!parse_cache(o.cache, &p->dst_cache)) return qcow::Status::invalid(fmt::format("Invalid cache option: {}", o.cache));
+  if (!parse_cache(o.source_cache, &p->src_cache))
+    return qcow::Status::invalid(fmt::format("Invalid source cache option: {}", o.source_cache));
+  QCOW_TRY(parse_format_option(o.source_format, &p->src_format));
+  QCOW_TRY(parse_format_option(o.output_format, &p->dst_format));
+  if (!p->dst_format && !o.no_create) p->dst_format = qcow::Format::kRaw;
+  return parse_option_list(o.options, &p->list);
+}
 
-  OptionList list;
-  if (qcow::Status s = parse_option_list(o.options, &list); !s) return fail(s);
-  if (list.help) {
-    print_create_help(dst_format.value_or(qcow::Format::kRaw));
-    return 0;
-  }
-  if (o.files.size() < 2) return fail("Must specify image file name");
-  std::vector<std::string> inputs(o.files.begin(), o.files.end() - 1);
-  const std::string& dest = o.files.back();
-  if (o.target_is_zero && !o.no_create) return fail("--target-is-zero requires use of -n flag");
-  if (o.no_create && !list.items.empty()) return fail("-o has no effect when skipping image creation");
-  if (o.no_create && !o.backing_file.empty()) return fail("-B has no effect when skipping image creation (-n)");
-  if (!o.backing_format.empty() && o.backing_file.empty()) return fail("-F requires -B (a backing file)");
-  if (!o.backing_file.empty() && inputs.size() > 1) return fail("-B makes no sense when concatenating multiple input images");
-  if (!o.backing_file.empty() && dst_format == qcow::Format::kRaw) return fail("raw images cannot have a backing file (-B)");
-  if (o.compress && dst_format == qcow::Format::kRaw) return fail("Compression not supported for this file format");
-  SnapshotSpec snapshot;
-  if (qcow::Status s = parse_snapshot_param(o.snapshot_l, o.snapshot_s, &snapshot); !s) return fail(s);
-  if (snapshot.given() && inputs.size() > 1) return fail("No support for concatenating multiple snapshot");
+// The checks of the file arguments and of combinations (after -o help had its chance).
+qcow::Status check_files(const ConvertOptions& o, ConvertPlan* p) {
+  if (o.files.size() < 2) return qcow::Status::invalid("Must specify image file name");
+  p->inputs.assign(o.files.begin(), o.files.end() - 1);
+  p->dest = o.files.back();
+  auto refuse = [](const char* why) { return qcow::Status::invalid(why); };
+  if (o.target_is_zero && !o.no_create) return refuse("--target-is-zero requires use of -n flag");
+  if (o.no_create && !p->list.items.empty()) return refuse("-o has no effect when skipping image creation");
+  if (o.no_create && !o.backing_file.empty()) return refuse("-B has no effect when skipping image creation (-n)");
+  if (!o.backing_format.empty() && o.backing_file.empty()) return refuse("-F requires -B (a backing file)");
+  if (!o.backing_file.empty() && p->inputs.size() > 1)
+    return refuse("-B makes no sense when concatenating multiple input images");
+  if (!o.backing_file.empty() && p->dst_format == qcow::Format::kRaw)
+    return refuse("raw images cannot have a backing file (-B)");
+  if (o.compress && p->dst_format == qcow::Format::kRaw) return refuse("Compression not supported for this file format");
+  QCOW_TRY(parse_snapshot_param(o.snapshot_l, o.snapshot_s, &p->snapshot));
+  if (p->snapshot.given() && p->inputs.size() > 1) return refuse("No support for concatenating multiple snapshot");
+  return qcow::Status::ok();
+}
 
+qcow::Status open_sources(const ConvertOptions& o, ConvertPlan* p, SourceSet* sources) {
   qcow::OpenOptions src_options;
-  for (std::string& input : inputs) {
+  for (std::string& input : p->inputs) {
     std::string fmt_name = o.source_format;
-    if (qcow::Status s = apply_secret_options(&input, &fmt_name, &src_options); !s) return fail(s);
-    if (fmt_name != o.source_format) {
-      if (qcow::Status s = parse_format_option(fmt_name, &src_format); !s) return fail(s);
-    }
+    QCOW_TRY(apply_secret_options(&input, &fmt_name, &src_options));
+    if (fmt_name != o.source_format) QCOW_TRY(parse_format_option(fmt_name, &p->src_format));
   }
-  src_options.format = src_format;
+  src_options.format = p->src_format;
   src_options.force_share = o.force_share;
   // -T none: O_DIRECT reads that leave the page cache alone (so no mappings either).
-  if (src_cache.direct) src_options.cache = qcow::CacheMode::kNone;
-  if (snapshot.given()) {
-    if (qcow::Status s = resolve_snapshot(inputs[0], src_options, &snapshot); !s)
-      return fail("Failed to load snapshot: " + s.message());
-    src_options.snapshot = snapshot.id_or_name;
+  if (p->src_cache.direct) src_options.cache = qcow::CacheMode::kNone;
+  if (p->snapshot.given()) {
+    if (qcow::Status s = resolve_snapshot(p->inputs[0], src_options, &p->snapshot); !s)
+      return qcow::Status::error(s.code(), "Failed to load snapshot: " + s.message());
+    src_options.snapshot = p->snapshot.id_or_name;
   }
-  SourceSet sources;
-  if (qcow::Status s = sources.open(inputs, src_options); !s) {
-    return fail(snapshot.given() && s.code() == qcow::ErrorCode::kNotFound ? "Failed to load snapshot: " + s.message()
-                                                                           : s.message());
-  }
-  if (o.bitmaps) {
-    // qemu-img's checks, in its order. Copying bitmaps is not implemented: refuse
-    // rather than silently drop them.
-    for (const qcow::ImageInfo& i : sources.info()) {
-      if (i.format != qcow::Format::kQcow2) return fail("Source lacks bitmap support");
-    }
-    if (dst_format && *dst_format != qcow::Format::kQcow2)
-      return fail(fmt::format("Format driver '{}' does not support bitmaps", qcow::format_name(*dst_format)));
-    for (const qcow::ImageInfo& i : sources.info()) {
-      if (!i.bitmaps.empty())
-        return fail(fmt::format("{}: copying persistent bitmaps (--bitmaps) is not supported yet", i.filename));
-    }
-  }
+  qcow::Status s = sources->open(p->inputs, src_options);
+  if (!s && p->snapshot.given() && s.code() == qcow::ErrorCode::kNotFound)
+    return qcow::Status::error(s.code(), "Failed to load snapshot: " + s.message());
+  return s;
+}
 
-  bool created = false;
-  std::optional<qcow::Image> target, base;
-  auto cleanup_fail = [&](qcow::Status s) {
-    base.reset();
-    if (target) (void)target->close();
-    target.reset();
-    if (created) std::remove(dest.c_str());
-    return fail(s);
+// qemu-img's --bitmaps checks, in its order. Copying bitmaps is not implemented:
+// refuse rather than silently drop them.
+qcow::Status check_bitmaps(const ConvertPlan& p, const SourceSet& sources) {
+  for (const qcow::ImageInfo& i : sources.info())
+    if (i.format != qcow::Format::kQcow2) return qcow::Status::unsupported("Source lacks bitmap support");
+  if (p.dst_format && *p.dst_format != qcow::Format::kQcow2)
+    return qcow::Status::unsupported(fmt::format("Format driver '{}' does not support bitmaps",
+                                                 qcow::format_name(*p.dst_format)));
+  for (const qcow::ImageInfo& i : sources.info())
+    if (!i.bitmaps.empty())
+      return qcow::Status::unsupported(fmt::format("{}: copying persistent bitmaps (--bitmaps) is not supported yet",
+                                                   i.filename));
+  return qcow::Status::ok();
+}
+
+// The target's creation options (errors as "DEST: error while converting FMT: ..."),
+// with the key of an encrypted target in *key.
+qcow::Result<qcow::CreateOptions> target_options(const ConvertOptions& o, const ConvertPlan& p, uint64_t size,
+                                                 std::optional<std::string>* key) {
+  auto in_context = [&](const qcow::Status& s) {
+    return qcow::Status::error(s.code(), fmt::format("{}: error while converting {}: {}", p.dest,
+                                                     qcow::format_name(*p.dst_format), s.message()));
   };
-
-  std::optional<std::string> dst_key;
-  if (!o.no_create) {
-    CreateSpec spec;
-    auto convert_error = [&](const qcow::Status& s) {
-      return fail(fmt::format("{}: error while converting {}: {}", dest, qcow::format_name(*dst_format),
-                              s.message()));
-    };
-    if (qcow::Status s = parse_create_options(list, *dst_format, &spec); !s) return convert_error(s);
-    if (!o.backing_file.empty()) {
-      set_create_option(&spec, "backing_file", o.backing_file);
-      if (!o.backing_format.empty()) set_create_option(&spec, "backing_fmt", o.backing_format);
-    }
-    spec.size = sources.total();
-    if (qcow::Status s = validate_create_options(&spec); !s) return convert_error(s);
-    if (!spec.options.encrypt.format.empty()) {
-      if (o.compress) return fail("Compression and encryption not supported at the same time");
-      auto secret = secret_by_id(spec.given["encrypt.key-secret"]);
-      if (!secret) return convert_error(secret.status());
-      spec.options.key_secret = std::move(secret).value();
-      dst_key = spec.options.key_secret;
-    }
-    created = true;  // from here on a failure removes the (possibly partial) file
-    if (qcow::Status s = qcow::Image::create(dest, spec.options); !s) return cleanup_fail(s);
+  CreateSpec spec;
+  if (qcow::Status s = parse_create_options(p.list, *p.dst_format, &spec); !s) return in_context(s);
+  if (!o.backing_file.empty()) {
+    set_create_option(&spec, "backing_file", o.backing_file);
+    if (!o.backing_format.empty()) set_create_option(&spec, "backing_fmt", o.backing_format);
   }
+  spec.size = size;
+  if (qcow::Status s = validate_create_options(&spec); !s) return in_context(s);
+  if (!spec.options.encrypt.format.empty()) {
+    if (o.compress) return qcow::Status::invalid("Compression and encryption not supported at the same time");
+    auto secret = secret_by_id(spec.given["encrypt.key-secret"]);
+    if (!secret) return in_context(secret.status());
+    spec.options.key_secret = std::move(secret).value();
+    *key = spec.options.key_secret;
+  }
+  return spec.options;
+}
+
+// -t: unsafe (qemu-img convert's default) never syncs; writeback syncs when the target
+// is closed; writethrough after every write; none/directsync use O_DIRECT (directsync is
+// O_DIRECT with the writes left to the device, as the library's kNone).
+qcow::Result<qcow::Image> open_target(const ConvertOptions& o, const ConvertPlan& p, std::optional<std::string> key,
+                                      uint64_t needed) {
   qcow::OpenOptions dst_options;
-  dst_options.format = dst_format;
+  dst_options.format = p.dst_format;
   dst_options.writable = true;
-  dst_options.key_secret = dst_key;
-  // -t: unsafe (qemu-img convert's default) never syncs; writeback syncs when the
-  // target is closed; writethrough after every write; none/directsync use O_DIRECT.
-  // (directsync is O_DIRECT with the writes left to the device, as the library's kNone.)
-  dst_options.cache = dst_cache.mode;
-  if (!dst_cache.flush) {
+  dst_options.key_secret = std::move(key);
+  dst_options.cache = p.dst_cache.mode;
+  if (!p.dst_cache.flush) {
     dst_options.wrap_file = [](std::unique_ptr<qcow::File> f) -> std::unique_ptr<qcow::File> {
       return std::make_unique<NoSyncFile>(std::move(f));
     };
   }
-  {
-    auto t = qcow::Image::open(dest, dst_options);
-    if (!t) return cleanup_fail(t.status());
-    target.emplace(std::move(t).value());
-  }
-  if (o.bitmaps && target->format() == qcow::Format::kRaw) {
-    return cleanup_fail(qcow::Status::unsupported("Format driver 'raw' does not support bitmaps"));
-  }
-  if (o.compress && target->format() == qcow::Format::kRaw) {
-    return cleanup_fail(qcow::Status::unsupported("Compression not supported for this file format"));
-  }
-  if (target->size() < sources.total()) {
-    return cleanup_fail(qcow::Status::invalid(fmt::format("{}: output file is smaller than input file ({} < {} bytes)",
-                                                          dest, target->size(), sources.total())));
-  }
-  const qcow::ImageInfo info = target->info();
-  if (created && !info.backing_filename.empty()) {
-    // -B: compare with what the new overlay already reads through its backing chain.
-    qcow::OpenOptions base_options;
-    base_options.force_share = true;
-    if (!info.backing_format.empty()) base_options.format = qcow::parse_format(info.backing_format);
-    auto b = qcow::Image::open(info.full_backing_filename, base_options);
-    if (!b) return cleanup_fail(b.status());
-    base.emplace(std::move(b).value());
-  }
+  QCOW_ASSIGN_OR_RETURN(qcow::Image target, qcow::Image::open(p.dest, dst_options));
+  if (o.bitmaps && target.format() == qcow::Format::kRaw)
+    return qcow::Status::unsupported("Format driver 'raw' does not support bitmaps");
+  if (o.compress && target.format() == qcow::Format::kRaw)
+    return qcow::Status::unsupported("Compression not supported for this file format");
+  if (target.size() < needed)
+    return qcow::Status::invalid(fmt::format("{}: output file is smaller than input file ({} < {} bytes)", p.dest,
+                                             target.size(), needed));
+  return target;
+}
 
+// -B: the new overlay's backing file, what the copy compares with.
+qcow::Result<std::optional<qcow::Image>> open_base(const qcow::ImageInfo& info) {
+  if (info.backing_filename.empty()) return std::optional<qcow::Image>();
+  qcow::OpenOptions base_options;
+  base_options.force_share = true;
+  if (!info.backing_format.empty()) base_options.format = qcow::parse_format(info.backing_format);
+  QCOW_ASSIGN_OR_RETURN(qcow::Image b, qcow::Image::open(info.full_backing_filename, base_options));
+  return std::optional<qcow::Image>(std::move(b));
+}
+
+CopyConfig copy_config(const ConvertOptions& o, const ConvertPlan& p, const qcow::Image& target, bool target_zero) {
+  const qcow::ImageInfo info = target.info();
   CopyConfig config;
-  config.sparse = *sparse;
+  config.sparse = p.sparse;
   config.compress = o.compress;
   config.cluster_size = info.cluster_size ? info.cluster_size : 65536;
   config.compression_type = info.compression_type;
-  if (target->format() == qcow::Format::kQcow2) {
-    config.unit = info.subcluster_size;
-  } else {
-    config.unit = *sparse ? sparse_alignment(*sparse) : 65536;
-  }
-  config.target_zero = (created && !base) || o.target_is_zero;
-  config.workers = workers;
+  config.unit = target.format() == qcow::Format::kQcow2 ? info.subcluster_size
+                                                        : p.sparse ? sparse_alignment(p.sparse) : 65536;
+  config.target_zero = target_zero;
+  config.workers = p.workers;
   config.out_of_order = o.out_of_order;
-  config.map_sources = !src_cache.direct;
+  config.map_sources = !p.src_cache.direct;
   config.salvage = o.salvage;
-  config.rate_limit = rate.value_or(0);
+  config.rate_limit = p.rate.value_or(0);
+  return config;
+}
 
+}  // namespace
+
+int run_convert(const ConvertOptions& o) {
+  ConvertPlan plan;
+  if (qcow::Status s = parse_plan(o, &plan); !s) return fail(s);
+  if (plan.list.help) {
+    print_create_help(plan.dst_format.value_or(qcow::Format::kRaw));
+    return 0;
+  }
+  if (qcow::Status s = check_files(o, &plan); !s) return fail(s);
+  SourceSet sources;
+  if (qcow::Status s = open_sources(o, &plan, &sources); !s) return fail(s);
+  if (o.bitmaps)
+    if (qcow::Status s = check_bitmaps(plan, sources); !s) return fail(s);
+
+  bool created = false;
+  std::optional<qcow::Image> target, base;
+  auto cleanup_fail = [&](qcow::Status s) {  // a target this run created goes again
+    base.reset();
+    if (target) (void)target->close();
+    target.reset();
+    if (created) std::remove(plan.dest.c_str());
+    return fail(s);
+  };
+  std::optional<std::string> key;
+  if (!o.no_create) {
+    auto options = target_options(o, plan, sources.total(), &key);
+    if (!options) return fail(options.status());
+    created = true;  // from here on a failure removes the (possibly partial) file
+    if (qcow::Status s = qcow::Image::create(plan.dest, *options); !s) return cleanup_fail(s);
+  }
+  auto t = open_target(o, plan, key, sources.total());
+  if (!t) return cleanup_fail(t.status());
+  target.emplace(std::move(t).value());
+  if (created) {
+    auto b = open_base(target->info());
+    if (!b) return cleanup_fail(b.status());
+    base = std::move(b).value();
+  }
+  const CopyConfig config = copy_config(o, plan, *target, (created && !base) || o.target_is_zero);
   Progress progress(o.progress && !o.quiet, sources.total());
   qcow::Status s = copy_image(sources, base ? &*base : nullptr, *target, config, progress);
   if (s) s = target->close();
