@@ -24,27 +24,6 @@ void register_map(CLI::App& app, std::shared_ptr<MapOptions> o) {
 
 namespace {
 
-// qemu-img's MapEntry.
-struct MapEntry {
-  uint64_t start = 0;
-  uint64_t length = 0;
-  bool data = false, zero = false, present = false;
-  int depth = 0;
-  std::optional<uint64_t> offset;
-  std::string filename;  // only with an offset
-};
-
-// qemu-img's entry_mergeable().
-bool mergeable(const MapEntry& curr, const MapEntry& next) {
-  if (curr.length == 0) return false;
-  if (curr.zero != next.zero || curr.data != next.data || curr.depth != next.depth ||
-      curr.present != next.present) {
-    return false;
-  }
-  if (curr.offset.has_value() != next.offset.has_value()) return false;
-  if (curr.offset && (curr.filename != next.filename || *curr.offset + curr.length != *next.offset)) return false;
-  return true;
-}
 
 class MapPrinter {
  public:
@@ -55,15 +34,15 @@ class MapPrinter {
   }
 
   // qemu-img's dump_map_entry(); `next` may be modified (human format coalescing).
-  bool dump(const MapEntry& e, MapEntry* next) {
+  bool dump(const qcow::Extent& e, qcow::Extent* next) {
     if (format_ == OutputFormat::kHuman) {
-      if (e.data && !e.offset) {
+      if (e.data && !e.host_offset) {
         error_ = "File contains external, encrypted or compressed clusters.";
         return false;
       }
       if (e.data && !e.zero) {
-        out_.append(fmt::format("{:<16}{:<16}{:<16}{}\n", hex_alt(e.start), hex_alt(e.length),
-                                hex_alt(e.offset.value_or(0)), e.filename));
+        out_.append(fmt::format("{:<16}{:<16}{:<16}{}\n", hex_alt(e.offset), hex_alt(e.length),
+                                hex_alt(e.host_offset.value_or(0)), e.file));
       }
       if (next && (!next->data || next->zero)) {
         next->data = false;
@@ -71,9 +50,9 @@ class MapPrinter {
       }
     } else {
       std::string line = fmt::format(
-          "{{ \"start\": {}, \"length\": {}, \"depth\": {}, \"present\": {}, \"zero\": {}, \"data\": {}", e.start,
+          "{{ \"start\": {}, \"length\": {}, \"depth\": {}, \"present\": {}, \"zero\": {}, \"data\": {}", e.offset,
           e.length, e.depth, e.present, e.zero, e.data);
-      if (e.offset) line += fmt::format(", \"offset\": {}", *e.offset);
+      if (e.host_offset) line += fmt::format(", \"offset\": {}", *e.host_offset);
       line += '}';
       if (next) line += ",\n";
       out_.append(line);
@@ -123,29 +102,21 @@ int run_map(const MapOptions& o_arg) {
   if (max_length) end = std::min(end, start + *max_length);
 
   MapPrinter printer(output);
-  MapEntry curr;
-  curr.start = start;
+  qcow::Extent curr;
+  curr.offset = start;
   bool failed = false;
   if (start < end) {
-    qcow::Status s = image->block_status(start, end - start, [&](const qcow::Extent& x) {
-      MapEntry next;
-      next.start = x.offset;
-      next.length = x.length;
-      next.data = x.data;
-      next.zero = x.zero;
-      next.present = x.present;
-      next.depth = x.depth;
-      next.offset = x.host_offset;
-      if (x.host_offset) next.filename = x.file;
-      if (curr.length > 0 && mergeable(curr, next)) {
+    qcow::Status s = image->block_status(start, end - start, [&](const qcow::Extent& next) {
+      if (qcow::map_mergeable(curr, next)) {
         curr.length += next.length;
         return true;
       }
-      if (curr.length > 0 && !printer.dump(curr, &next)) {
+      qcow::Extent shown = next;  // the human format may coalesce it with what follows
+      if (curr.length > 0 && !printer.dump(curr, &shown)) {
         failed = true;
         return false;
       }
-      curr = std::move(next);
+      curr = std::move(shown);
       return true;
     });
     if (failed) {

@@ -11,6 +11,7 @@
 #include "codec/bytes.hpp"
 #include "driver.hpp"
 #include "format/constants.hpp"
+#include "io/zeros.hpp"
 #include "qcow/version.hpp"
 #include "qcow2/qcow2_driver.hpp"
 
@@ -120,11 +121,8 @@ Status Image::create(const std::string& path, const CreateOptions& o) {
       QCOW_ASSIGN_OR_RETURN(auto f, open_posix_file(path, FileMode::kCreate, LockMode::kExclusive));
       QCOW_TRY(f->truncate(o.size));
       if (o.preallocation == Preallocation::kFalloc) QCOW_TRY(f->allocate(0, o.size));
-      if (o.preallocation == Preallocation::kFull) {
-        std::vector<uint8_t> z(std::min<uint64_t>(o.size, 4ull << 20), 0);
-        for (uint64_t d = 0; d < o.size; d += z.size())
-          QCOW_TRY(f->write_at(d, std::span<const uint8_t>(z.data(), std::min<uint64_t>(z.size(), o.size - d))));
-      }
+      if (o.preallocation == Preallocation::kFull)
+        QCOW_TRY(write_zeros(0, o.size, [&](uint64_t at, std::span<const uint8_t> z) { return f->write_at(at, z); }));
       return f->flush();
     }
     Status s = create_qcow2(path, o);
@@ -191,13 +189,18 @@ Result<Extent> chain_status(Driver& d, uint64_t offset, uint64_t max_len, int de
 }
 
 bool mergeable(const Extent& a, const Extent& b) {
-  if (a.depth != b.depth || a.present != b.present || a.zero != b.zero || a.data != b.data || a.compressed != b.compressed ||
-      a.file != b.file || a.host_offset.has_value() != b.host_offset.has_value())
-    return false;
-  return !a.host_offset || *a.host_offset + a.length == *b.host_offset;
+  return a.compressed == b.compressed && a.file == b.file && map_mergeable(a, b);
 }
 
 }  // namespace
+
+bool map_mergeable(const Extent& curr, const Extent& next) {
+  if (curr.length == 0) return false;
+  if (curr.zero != next.zero || curr.data != next.data || curr.depth != next.depth || curr.present != next.present)
+    return false;
+  if (curr.host_offset.has_value() != next.host_offset.has_value()) return false;
+  return !curr.host_offset || (curr.file == next.file && *curr.host_offset + curr.length == *next.host_offset);
+}
 
 Status Image::block_status(uint64_t offset, uint64_t length, const std::function<bool(const Extent&)>& fn) {
   try {

@@ -140,6 +140,12 @@ struct Extent {
   std::string file;                // the file at that depth
 };
 
+// Whether `next` continues `curr` as qemu-img map merges its entries (entry_mergeable):
+// the same status and depth, and host offsets (when there are some) in the same file
+// and contiguous. block_status() merges by this rule and also keeps compressed and
+// uncompressed data apart.
+bool map_mergeable(const Extent& curr, const Extent& next);
+
 struct CacheStats {
   uint64_t l2_hits = 0, l2_misses = 0;
 };

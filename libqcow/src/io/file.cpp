@@ -2,19 +2,18 @@
 #include <algorithm>
 #include <vector>
 
+#include "io/zeros.hpp"
 #include "qcow/file.hpp"
 
 namespace qcow {
 
+std::span<const uint8_t> zero_buffer() {
+  static const std::vector<uint8_t> zeros(1 << 20);
+  return zeros;
+}
+
 Status File::zero_range(uint64_t offset, uint64_t len) {
-  static const std::vector<uint8_t> zeros(64 << 10);
-  while (len) {
-    const uint64_t n = std::min<uint64_t>(len, zeros.size());
-    QCOW_TRY(write_at(offset, std::span<const uint8_t>(zeros.data(), n)));
-    offset += n;
-    len -= n;
-  }
-  return Status::ok();
+  return write_zeros(offset, len, [this](uint64_t o, std::span<const uint8_t> z) { return write_at(o, z); });
 }
 
 }  // namespace qcow

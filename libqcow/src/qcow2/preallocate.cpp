@@ -2,6 +2,7 @@
 // the whole disk, then the data range reserved or zero-filled on the host.
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
+#include "io/zeros.hpp"
 #include "qcow2/qcow2_driver.hpp"
 
 namespace qcow {
@@ -30,9 +31,8 @@ Status Qcow2Driver::preallocate(Preallocation mode) {
   if (mode == Preallocation::kFalloc && data_end > data_start) {
     QCOW_TRY(io_.allocate_data(data_start, data_end - data_start));
   } else if (mode == Preallocation::kFull && data_end > data_start) {
-    std::vector<uint8_t> zeros(std::min<uint64_t>(4ull << 20, data_end - data_start), 0);
-    for (uint64_t o = data_start; o < data_end; o += zeros.size())
-      QCOW_TRY(io_.write_data(o, std::span<const uint8_t>(zeros.data(), std::min<uint64_t>(zeros.size(), data_end - o))));
+    QCOW_TRY(write_zeros(data_start, data_end - data_start,
+                         [this](uint64_t o, std::span<const uint8_t> z) { return io_.write_data(o, z); }));
   }
   return io_.flush();
 }

@@ -5,6 +5,7 @@
 
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
+#include "io/zeros.hpp"
 #include "qcow2/qcow2_driver.hpp"
 
 namespace qcow {
@@ -37,8 +38,8 @@ Status Qcow2Driver::zero_units(uint64_t offset, uint64_t length, Unmap unmap) {
     } else {
       if (e.compressed()) {
         // Compressed clusters have no subclusters: write real zeros (copy-on-write to a normal cluster).
-        std::vector<uint8_t> z(piece_end - pos, 0);
-        QCOW_TRY(write_guest(pos, z, Compress::kNo));
+        QCOW_TRY(write_zeros(pos, piece_end - pos,
+                             [this](uint64_t o, std::span<const uint8_t> z) { return write_guest(o, z, Compress::kNo); }));
         pos = piece_end;
         continue;
       }
@@ -63,13 +64,8 @@ Status Qcow2Driver::zero_guest(uint64_t offset, uint64_t length, Unmap unmap) {
   QCOW_TRY(check_range(offset, length));
   if (!length) return Status::ok();
   const uint64_t unit = geo_.subcluster_size;
-  auto explicit_zeros = [&](uint64_t off, uint64_t len) -> Status {
-    std::vector<uint8_t> z(std::min<uint64_t>(len, 4ull << 20), 0);
-    for (uint64_t d = 0; d < len; d += z.size()) {
-      uint64_t n = std::min<uint64_t>(z.size(), len - d);
-      QCOW_TRY(write_guest(off + d, std::span<const uint8_t>(z.data(), n), Compress::kNo));
-    }
-    return Status::ok();
+  auto explicit_zeros = [&](uint64_t off, uint64_t len) {
+    return write_zeros(off, len, [this](uint64_t o, std::span<const uint8_t> z) { return write_guest(o, z, Compress::kNo); });
   };
   if (header_->version < 3) return explicit_zeros(offset, length);  // v2 has no zero flag
   uint64_t a = align_up(offset, unit), b = std::max(a, align_down(offset + length, unit));

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "driver.hpp"
+#include "io/zeros.hpp"
 
 namespace qcow {
 namespace {
@@ -46,10 +47,7 @@ class RawDriver final : public Driver {
       auto d = file_->probe_data(off, &end);  // verify the hole really reads as zeros
       if (d && !*d && end >= off + len) return Status::ok();
     }
-    std::vector<uint8_t> z(std::min<uint64_t>(len, 1ull << 20), 0);
-    for (uint64_t d = 0; d < len; d += z.size())
-      QCOW_TRY(file_->write_at(off + d, std::span<const uint8_t>(z.data(), std::min<uint64_t>(z.size(), len - d))));
-    return Status::ok();
+    return write_zeros(off, len, [this](uint64_t o, std::span<const uint8_t> z) { return file_->write_at(o, z); });
   }
   Status discard(uint64_t off, uint64_t len) override {
     QCOW_TRY(check(off, len, true));
