@@ -54,8 +54,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       qcow::Status c = no_internal(img->close());
       if (w.is_ok() && c.is_ok()) {
         auto after = check(path, qcow::Repair::kNone);
-        if (!after.is_ok() || after->corruptions || after->check_errors)
-          oracle_failed("a write into a repaired image left it corrupt");
+        if (!after.is_ok())
+          oracle_failed("a write into a repaired image left it unreadable: " + after.status().message());
+        if (after->corruptions || after->check_errors)
+          oracle_failed("a write into a repaired image left it corrupt: " + std::to_string(after->corruptions) +
+                        " corruptions, " + std::to_string(after->check_errors) + " check errors");
       }
     }
   }

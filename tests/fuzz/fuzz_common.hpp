@@ -58,9 +58,9 @@ constexpr uint64_t kWindow = 8ull << 20;
 
 // kInternal means a broken invariant (or an exception the API caught): never acceptable.
 template <class T>
-const T& no_internal(const T& r) {
+qcow::Result<T> no_internal(qcow::Result<T>&& r) {
   if (r.status().code() == qcow::ErrorCode::kInternal) oracle_failed("internal error: " + r.status().message());
-  return r;
+  return std::move(r);
 }
 inline const qcow::Status& no_internal(const qcow::Status& s) {
   if (s.code() == qcow::ErrorCode::kInternal) oracle_failed("internal error: " + s.message());

@@ -52,6 +52,10 @@ class File {
   // support report everything as data.
   virtual Result<bool> probe_data(uint64_t offset, uint64_t* run_end) = 0;
   virtual const std::string& path() const = 0;
+  // Releases the descriptor and its locks now rather than at destruction, so a
+  // closed image can be reopened (and locked) by the same process. Later calls
+  // fail. The default has nothing to release.
+  virtual Status close() { return Status::ok(); }
 };
 
 // Forwards every call to an inner File; decorators override what they need.
@@ -69,6 +73,7 @@ class FileWrapper : public File {
   Result<uint64_t> allocated_bytes() override { return inner_->allocated_bytes(); }
   Result<bool> probe_data(uint64_t o, uint64_t* e) override { return inner_->probe_data(o, e); }
   const std::string& path() const override { return inner_->path(); }
+  Status close() override { return inner_->close(); }
   File& inner() { return *inner_; }
 
  protected:

@@ -131,6 +131,13 @@ class PosixFile final : public File {
   ~PosixFile() override {
     if (fd_ >= 0) ::close(fd_);  // also drops the OFD locks
   }
+  Status close() override {
+    if (fd_ < 0) return Status::ok();
+    int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0 && errno != EINTR) return errno_status(path_, "close failed", errno);
+    return Status::ok();
+  }
   PosixFile(const PosixFile&) = delete;
   PosixFile& operator=(const PosixFile&) = delete;
 

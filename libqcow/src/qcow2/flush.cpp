@@ -48,6 +48,8 @@ Status Qcow2Driver::close() {
   closed_ = true;
   if (!opened_) return Status::ok();  // a failed open wrote nothing that needs flushing
   Status s = flush();
+  Status released = file_->close();  // also after a failed flush: the locks must go
+  if (s.is_ok()) s = released;
   if (backing_) {
     Status b = backing_->close();
     if (s.is_ok()) s = b;

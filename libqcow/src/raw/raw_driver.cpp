@@ -61,7 +61,13 @@ class RawDriver final : public Driver {
     file_length_ = n;
     return Status::ok();
   }
-  Status close() override { return flush(); }
+  Status close() override {
+    if (closed_) return Status::ok();
+    closed_ = true;
+    Status s = flush();
+    Status released = file_->close();
+    return s.is_ok() ? released : s;
+  }
   Result<LayerRun> layer_status(uint64_t off, uint64_t max_len) override {
     uint64_t end = 0;
     QCOW_ASSIGN_OR_RETURN(bool data, file_->probe_data(off, &end));
@@ -90,6 +96,7 @@ class RawDriver final : public Driver {
 
   std::unique_ptr<File> file_;
   bool writable_;
+  bool closed_ = false;
   uint64_t size_;         // the virtual size: file_length_ rounded up to a sector
   uint64_t file_length_;
 };
