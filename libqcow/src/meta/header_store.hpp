@@ -32,6 +32,14 @@ class HeaderStore {
   // Writes a whole new header (fields, extensions, backing file name) in one write
   // from offset 0 and keeps it as the file now holds it.
   Status rewrite(const Header& h);
+  // rewrite(), but a crash that tears the write into 512-byte sectors still
+  // leaves the old header or the new one: the fields and extensions go into
+  // sector 0 alone (without the optional feature name table, which would not
+  // fit), and a backing file name that does not fit there is written first,
+  // and made durable, into sectors the current header does not use. Falls back
+  // to rewrite() when that is impossible (extensions longer than a sector, no
+  // free room in the cluster).
+  Status rewrite_atomic(const Header& h);
   // Changes the in-memory copy only, for what a version 2 header cannot store
   // (the corrupt bit QEMU also keeps in memory there).
   void set_in_memory(const std::function<void(Header&)>& change) { change(h_); }
