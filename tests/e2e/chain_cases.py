@@ -25,7 +25,7 @@ import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import qimgtest  # noqa: E402
-from qemu_diff import normalize_stderr, require_qemu_tools  # noqa: E402
+from qemu_diff import QEMU_PBKDF_FLAKE, normalize_stderr, require_qemu_tools  # noqa: E402
 
 TIMEOUT = 120
 MIB = 1 << 20
@@ -41,6 +41,10 @@ def run(argv, cwd=None, input=None):
 
 def must(argv, cwd=None, input=None):
     r = run(argv, cwd=cwd, input=input)
+    for _ in range(3):  # qemu's LUKS code gives up timing PBKDF2 on a busy machine: retry, not a result
+        if QEMU_PBKDF_FLAKE not in r.stderr:
+            break
+        r = run(argv, cwd=cwd, input=input)
     if r.returncode != 0:
         raise CaseFailure(f"command failed ({r.returncode}): {' '.join(map(str, argv))}\n{r.stdout}{r.stderr}")
     return r
@@ -83,18 +87,49 @@ def make_image(cwd, name, kind, data, size, backing=None, backing_fmt="qcow2"):
     return fmt
 
 
+SECRET = ["--object", "secret,id=s0,data=pw"]
+
+
+def luks_opts(path):
+    """--image-opts argument of a LUKS image made with SECRET."""
+    return f"driver=qcow2,file.filename={path},encrypt.key-secret=s0"
+
+
+def create_luks(cwd, name, size, backing, backing_fmt, data):
+    """An encrypted (LUKS) overlay of `backing`, holding the qemu-io `data`."""
+    must(["qemu-img", "create", "-q", "-f", "qcow2", *SECRET, "-o",
+          "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", "-b", backing, "-F", backing_fmt,
+          name, str(size)], cwd=cwd)
+    r = must(["qemu-io", *SECRET, "--image-opts", luks_opts(name)], cwd=cwd, input="\n".join(data) + "\n")
+    if "error" in r.stdout.lower() or "failed" in r.stdout.lower():
+        raise CaseFailure(f"qemu-io failed on {name}: {r.stdout}")
+
+
+def check_luks_clean(path, what):
+    r = run(["qemu-img", "check", "-U", *SECRET, "--image-opts", luks_opts(path)])
+    if r.returncode != 0:
+        raise CaseFailure(f"{what}: qemu-img check {path} -> {r.returncode}: {r.stdout.strip()} {r.stderr.strip()}")
+
+
+def same_luks_content(a, b, what):
+    r = run(["qemu-img", "compare", "-U", *SECRET, "--image-opts", luks_opts(a), luks_opts(b)])
+    if r.returncode != 0:
+        raise CaseFailure(f"{what}: qemu-img compare {a} {b} -> {r.returncode}: {r.stdout.strip()} {r.stderr.strip()}")
+
+
 def info(path):
     return json.loads(must(["qemu-img", "info", "-U", "--output=json", path]).stdout)
 
 
-def map_entries(path):
-    return json.loads(must(["qemu-img", "map", "-U", "--output=json", path]).stdout)
+def map_entries(path, luks=False):
+    image = [*SECRET, "--image-opts", luks_opts(path)] if luks else [path]
+    return json.loads(must(["qemu-img", "map", "-U", "--output=json", *image]).stdout)
 
 
-def own_bytes(path):
+def own_bytes(path, luks=False):
     """(data bytes, allocated bytes) the image itself holds, per qemu-img map (depth 0)."""
     data = present = 0
-    for e in map_entries(path):
+    for e in map_entries(path, luks):
         if e["depth"] == 0 and e["present"]:
             present += e["length"]
             if e["data"]:

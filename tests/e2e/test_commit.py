@@ -21,7 +21,7 @@ import os
 import sys
 
 from chain_cases import MIB, Case, CaseFailure, check_clean, info, main, make_image, own_bytes, qemu_io, run
-from chain_cases import same_content, snapshot_export
+from chain_cases import SECRET, create_luks, luks_opts, same_content, snapshot_export
 
 SIZE = 4 * MIB + 4096
 
@@ -144,6 +144,19 @@ def add_cases(r):
                ["-b", "sub/base.img", "sub/top.qcow2"], verify(sub="sub")))
     r.add(Case("in a subdirectory", chain("ext64k", "std64k", "std4k", sub="sub"), ["sub/top.qcow2"],
                verify("mid.qcow2", emptied=True, sub="sub")))
+    # An encrypted (LUKS) overlay committed into a plain base, with --object and --image-opts.
+    def luks_chain(d):
+        make_image(d, "base.img", KINDS["ext64k"], BASE_DATA, SIZE)
+        create_luks(d, "top.qcow2", SIZE, "base.img", "qcow2", TOP_DATA)
+
+    def verify_luks(case, dirs, rc):
+        i, q = (os.path.join(dirs[k], "base.img") for k in ("qimg", "qemu"))
+        same_content(i, q, "base.img against qemu-img's result")
+        check_clean(i, "qimg's base.img")
+        if own_bytes(os.path.join(dirs["qimg"], "top.qcow2"), luks=True)[1] != 0:
+            raise CaseFailure("the encrypted top was not emptied")
+    r.add(Case("luks overlay", luks_chain, [*SECRET, "--image-opts", luks_opts("top.qcow2")], verify_luks))
+    r.add(Case("luks overlay without the key", luks_chain, ["top.qcow2"], verify()))
     # Errors.
     for args in (["base.img"], ["-f", "raw", "base.img"], ["-b", "nope", "top.qcow2"], ["-b", "top.qcow2", "top.qcow2"],
                  ["-r", "foo", "top.qcow2"], ["-r", "-5", "top.qcow2"], ["-t", "foo", "top.qcow2"], [], ["a", "b"],

@@ -25,7 +25,8 @@ import shutil
 import sys
 
 from chain_cases import MIB, Case, CaseFailure, check_clean, create, fit, info, main, make_image, own_bytes, qemu_io, run
-from chain_cases import same_content, snapshot_export
+from chain_cases import SECRET, check_luks_clean, create_luks, luks_opts, same_content, same_luks_content
+from chain_cases import snapshot_export
 
 SIZE = 5 * MIB + 4096  # an unaligned end: the last cluster is partial
 
@@ -223,6 +224,37 @@ def add_cases(r):
         r.add(Case("usage", chain("std64k", base="raw"), args, verify(keeps_content="-u" not in args)))
     r.add(Case("usage: a missing old backing file", chain("ext64k"), ["-b", "other.img", "-F", "qcow2", "top.qcow2"],
                verify(), pre=rename("mid.qcow2", "gone.qcow2")))
+    # Images in another directory: names are relative to it (an image of the chain is still found).
+    def in_sub(setup):
+        def wrapped(d):
+            os.makedirs(os.path.join(d, "sub"))
+            setup(os.path.join(d, "sub"))
+        return wrapped
+
+    def verify_sub(case, dirs, rc):
+        verify()(case, {k: os.path.join(v, "sub") for k, v in dirs.items()}, rc)
+    for args in (["-b", "base.img", "-F", "qcow2", "sub/top.qcow2"], ["-b", "other.img", "-F", "qcow2", "sub/top.qcow2"],
+                 ["-b", "sub/base.img", "-F", "qcow2", "sub/top.qcow2"], ["-b", "nonexist", "-F", "qcow2", "sub/top.qcow2"],
+                 ["-b", "", "sub/top.qcow2"]):
+        r.add(Case("in a subdirectory", in_sub(chain("ext64k")), args, verify_sub))
+    # An encrypted overlay (--object, --image-opts) over plain images.
+    def luks_chain(d):
+        make_image(d, "base.img", LAYERS["std64k"], BASE_DATA, SIZE)
+        make_image(d, "mid.qcow2", LAYERS["std4k"], MID_DATA, SIZE, "base.img", "qcow2")
+        create_luks(d, "top.qcow2", SIZE, "mid.qcow2", "qcow2", TOP_DATA)
+
+    def verify_luks(case, dirs, rc):
+        p, q, i = (os.path.join(dirs[k], "top.qcow2") for k in ("pristine", "qemu", "qimg"))
+        same_luks_content(i, q, "against qemu-img's result")
+        same_luks_content(i, p, "against the original")
+        check_luks_clean(i, "qimg's result")
+        if info(i).get("backing-filename") != info(q).get("backing-filename"):
+            raise CaseFailure("backing file differs from qemu-img's result")
+    # (Only -b '': with --image-opts and a key qemu-img names the image json:{...} and cannot resolve a
+    # relative backing file name against it; qimg takes it relative to file.filename.)
+    r.add(Case("luks overlay -b ''", luks_chain, [*SECRET, "-b", "", "--image-opts", luks_opts("top.qcow2")],
+               verify_luks))
+    r.add(Case("luks overlay without the key", luks_chain, ["-b", "", "top.qcow2"], verify()))
     # 512-byte clusters leave little room for the name in the header.
     for n in (300, 376, 377, 420):
         name = ("d/" * n)[:n - 1] + "x"

@@ -361,6 +361,56 @@ TEST_CASE("set_backing_file refuses what qemu-img refuses") {
   CHECK(set_backing_file(r, "x", std::string("raw")).message() == "Operation not supported");
 }
 
+// The bytes of the header cluster at or after the first sector that changed.
+std::vector<uint64_t> changed_past_sector0(const Bytes& a, const Bytes& b, uint64_t cluster) {
+  std::vector<uint64_t> out;
+  for (uint64_t i = 512; i < cluster; ++i)
+    if (a[i] != b[i]) out.push_back(i);
+  return out;
+}
+
+uint64_t be64_at(const Bytes& b, size_t off) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = v << 8 | b[off + i];
+  return v;
+}
+
+TEST_CASE("the backing link changes in one sector: a torn write leaves the old or the new header") {
+  qtest::require_tool("qemu-img");
+  qtest::TempDir dir;
+  const std::string top = dir.file("top.qcow2"), q = qtest::shell_quote(top);
+  const uint64_t cs = 65536;
+  // qemu-img's header: feature name table, then the name, past the first sector.
+  create(dir.file("old.qcow2"), kMiB, 65536, false);
+  REQUIRE(qtest::run_command("qemu-img create -q -f qcow2 -b old.qcow2 -F qcow2 " + q + " 1M") == 0);
+  for (const std::string& name : {std::string(400, 'n') + ".qcow2", std::string("new.qcow2"), std::string(""),
+                                 std::string(900, 'm')}) {
+    CAPTURE(name.size());
+    const Bytes before = qtest::read_file(top);
+    {
+      Image img = open_image(top, true, false);
+      REQUIRE(set_backing_file(img, name, name.empty() ? std::nullopt : std::optional<std::string>("qcow2")).is_ok());
+      REQUIRE(img.close().is_ok());
+    }
+    const Bytes after = qtest::read_file(top);
+    const std::vector<uint64_t> changed = changed_past_sector0(before, after, cs);
+    const uint64_t at = be64_at(after, 8);
+    if (name.size() + 136 <= 512) {
+      CHECK(changed.empty());  // the whole header in sector 0
+    } else {
+      // The name went where the old header had nothing (written, and flushed, before sector 0).
+      CHECK(at >= 512);
+      for (uint64_t i : changed) CHECK((i >= at && i < at + name.size()));
+      for (uint64_t i = at; i < at + name.size(); ++i) CHECK(before[i] == 0);
+    }
+    std::string out;
+    REQUIRE(qtest::run_command("qemu-img info --output=json -U " + q, &out) == 0);
+    CHECK((name.empty() ? out.find("backing-filename") == std::string::npos
+                        : out.find("\"backing-filename\": \"" + name + "\"") != std::string::npos));
+    if (name.empty()) CHECK(qtest::qemu_check(top).rc == 0);  // (check opens the backing file)
+  }
+}
+
 TEST_SUITE_END();
 
 TEST_SUITE_BEGIN("qcow::commit");

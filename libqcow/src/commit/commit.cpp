@@ -53,11 +53,22 @@ class Commit {
 
  private:
   Status find_pieces() {
-    return top_.block_status(0, size_, [&](const Extent& e) {
-      // Layers above BASE answer (with data, zeros, or the end of a short layer).
-      if (size_t(e.depth) < layer_) pieces_.push_back({{e.offset, e.length}, e.zero});
-      return true;
+    Status inner;
+    Status s = top_.block_status(0, size_, [&](const Extent& e) {
+      if (size_t(e.depth) >= layer_) return true;  // BASE (or below) answers: nothing to copy
+      // Layers above BASE answer: with data, or with zeros (or the end of a short layer),
+      // which matter only where BASE does not read zeros already.
+      if (!e.zero) {
+        pieces_.push_back({{e.offset, e.length}, false});
+        return true;
+      }
+      inner = base_.block_status(e.offset, e.length, [&](const Extent& b) {
+        if (!b.zero) pieces_.push_back({{b.offset, b.length}, true});
+        return true;
+      });
+      return inner.is_ok();
     });
+    return s.is_ok() ? inner : s;
   }
 
   Status process_window(const std::vector<ByteRange>& units) {
