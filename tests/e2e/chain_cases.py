@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
@@ -160,8 +161,17 @@ def snapshot_export(path, name, out):
     return data
 
 
+def keyed(key):
+    """Decorates a setup function with the key under which Runner builds it only once."""
+    def wrap(fn):
+        fn.key = key
+        return fn
+    return wrap
+
+
 class Case:
-    """One command on one set of images. `setup(dir)` makes the images; `args` are the
+    """One command on one set of images. `setup(dir)` makes the images (once per distinct
+    `setup.key`, see keyed()); `args` are the
     command's arguments (relative names, run in the case directory); `verify(case, dirs)`
     compares the results (dirs: pristine, qemu, qimg) and raises CaseFailure. With
     `qemu_args`, qemu-img runs those instead (a qimg option qemu-img 7.2 lacks, compared
@@ -189,17 +199,36 @@ class Runner:
         self.cases: list[Case] = []
         self.failures: list[str] = []
         self.passed = 0
+        # Setups with a `key` attribute are built once and copied: most cases share a few.
+        self._built: dict = {}
+        self._lock = threading.Lock()
 
     def add(self, case: Case):
         self.cases.append(case)
+
+    def _make_pristine(self, setup, target):
+        key = getattr(setup, "key", None)
+        if key is None:
+            os.makedirs(target)
+            setup(target)
+            return
+        with self._lock:
+            entry = self._built.setdefault(key, {"lock": threading.Lock(), "dir": None})
+        with entry["lock"]:
+            if entry["dir"] is None:
+                built = os.path.join(self.root, f"setup{len(self._built):03d}")
+                os.makedirs(built)
+                setup(built)
+                entry["dir"] = built
+        shutil.copytree(entry["dir"], target)
 
     def _one(self, index_case):
         index, case = index_case
         base = os.path.join(self.root, f"case{index:03d}")
         dirs = {k: os.path.join(base, k) for k in ("pristine", "qemu", "qimg")}
         try:
-            os.makedirs(dirs["pristine"])
-            case.setup(dirs["pristine"])
+            os.makedirs(base)
+            self._make_pristine(case.setup, dirs["pristine"])
             shutil.copytree(dirs["pristine"], dirs["qemu"])
             shutil.copytree(dirs["pristine"], dirs["qimg"])
             if case.pre:
@@ -269,6 +298,7 @@ def main(command, add_cases, workers=4) -> int:
             # Keep the failing cases' directories for inspection.
             kept = tempfile.mkdtemp(prefix=f"qimg-{command}-failed-")
             for name in os.listdir(root):
-                shutil.move(os.path.join(root, name), kept)
+                if name.startswith("case"):
+                    shutil.move(os.path.join(root, name), kept)
             print(f"failing cases kept in {kept}")
         return code

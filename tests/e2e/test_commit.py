@@ -20,8 +20,8 @@ relative to another directory, and usage and open errors."""
 import os
 import sys
 
-from chain_cases import MIB, Case, CaseFailure, check_clean, info, main, make_image, own_bytes, qemu_io, run
-from chain_cases import SECRET, create_luks, luks_opts, same_content, snapshot_export
+from chain_cases import MIB, SECRET, Case, CaseFailure, check_clean, create_luks, info, keyed, luks_opts, main
+from chain_cases import make_image, own_bytes, qemu_io, run, same_content, snapshot_export
 
 SIZE = 4 * MIB + 4096
 
@@ -48,6 +48,7 @@ def image(d, name, kind, data, size, backing=None, backing_fmt="qcow2"):
 
 def chain(top, base="std64k", mid=None, size=SIZE, top_size=None, top_snapshot=False, base_snapshot=False, sub=""):
     """base.img <- [mid.qcow2 <-] top.qcow2, in subdirectory `sub` of the case directory."""
+    @keyed(("chain", *[repr(v) for v in locals().values()]))
     def setup(root):
         d = os.path.join(root, sub)
         os.makedirs(d, exist_ok=True)
@@ -107,10 +108,9 @@ def verify(target="base.img", emptied=False, sub="", snapshots=()):
 
 def add_cases(r):
     # Two images: into the backing file (emptied), with -d (kept).
-    for base in KINDS:
-        for top in ("ext64k", "std64k", "c512", "v2"):
-            if base == "raw" and top in ("c512",):
-                continue
+    tops = ["ext64k", "std64k", "c512", "v2", "ext2M"]
+    for n, base in enumerate(KINDS):
+        for top in (tops[n % 5], tops[(n + 1) % 5], tops[(n + 3) % 5]):
             r.add(Case(f"{top} into {base}", chain(top, base), ["top.qcow2"], verify(emptied=True)))
         r.add(Case(f"ext16k into {base}, -d", chain("ext16k", base), ["-d", "top.qcow2"], verify()))
     # Three images: into the backing file, into the base past it (-b implies -d), -b naming the backing file.
@@ -145,6 +145,7 @@ def add_cases(r):
     r.add(Case("in a subdirectory", chain("ext64k", "std64k", "std4k", sub="sub"), ["sub/top.qcow2"],
                verify("mid.qcow2", emptied=True, sub="sub")))
     # An encrypted (LUKS) overlay committed into a plain base, with --object and --image-opts.
+    @keyed(("luks",))
     def luks_chain(d):
         make_image(d, "base.img", KINDS["ext64k"], BASE_DATA, SIZE)
         create_luks(d, "top.qcow2", SIZE, "base.img", "qcow2", TOP_DATA)

@@ -24,8 +24,8 @@ import os
 import shutil
 import sys
 
-from chain_cases import MIB, Case, CaseFailure, check_clean, create, fit, info, main, make_image, own_bytes, qemu_io, run
-from chain_cases import SECRET, check_luks_clean, create_luks, luks_opts, same_content, same_luks_content
+from chain_cases import MIB, SECRET, Case, CaseFailure, check_clean, check_luks_clean, create, create_luks, fit, info
+from chain_cases import keyed, luks_opts, main, make_image, own_bytes, qemu_io, run, same_content, same_luks_content
 from chain_cases import snapshot_export
 
 SIZE = 5 * MIB + 4096  # an unaligned end: the last cluster is partial
@@ -65,6 +65,7 @@ def layer(d, name, kind, data, size=SIZE, backing=None, backing_fmt="qcow2"):
 def chain(overlay, base="std64k", mid="std4k", other="std64k", size=SIZE, top_size=None, other_size=None,
           snapshot=False, depth=3):
     """base <- [mid <-] top.qcow2, plus other.* (a candidate new backing file)."""
+    @keyed(("chain", *[repr(v) for v in locals().values()]))
     def setup(d):
         bfmt = layer(d, "base.img", base, BASE_DATA, size)
         below, below_fmt = "base.img", bfmt
@@ -148,8 +149,9 @@ def add_cases(r):
         for other in (others[n % 4], others[(n + 1) % 4]):
             r.add(Case(f"base {base}, other {other}, depth 2", chain("ext64k", base=base, other=other, depth=2),
                        ["-b", "other.img", "-F", fmt_of(other), "top.qcow2"], verify()))
-        r.add(Case(f"base {base}, mid ext2M, onto the base", chain("std64k", base=base, mid="ext2M"),
-                   ["-b", "base.img", "-F", fmt_of(base), "top.qcow2"], verify()))
+        if n % 2 == 0:
+            r.add(Case(f"base {base}, mid ext2M, onto the base", chain("std64k", base=base, mid="ext2M"),
+                       ["-b", "base.img", "-F", fmt_of(base), "top.qcow2"], verify()))
         r.add(Case(f"base {base}, flatten depth 2", chain("ext2M", base=base, depth=2), ["-b", "", "top.qcow2"], verify()))
     # Cluster sizes that differ between layers (a 2 MiB extended-L2 overlay over 64 KiB images and the reverse).
     r.add(Case("ext2M over 64k onto 512", chain("ext2M", base="std64k", mid="c512", other="c512"),
@@ -159,7 +161,7 @@ def add_cases(r):
     r.add(Case("std64k over 2M onto 4k", chain("std64k", base="ext2M", other="std4k"),
                ["-b", "other.img", "-F", "qcow2", "top.qcow2"], verify()))
     # Sizes: the overlay larger than its backing files; the new backing file smaller or larger than the old.
-    for ov in ("ext64k", "std64k", "v2"):
+    for ov in ("ext64k", "v2"):
         r.add(Case(f"{ov}: larger overlay onto a larger image", chain(ov, size=3 * MIB, top_size=SIZE + MIB),
                    ["-b", "other.img", "-F", "qcow2", "top.qcow2"], verify()))
         r.add(Case(f"{ov}: onto a smaller image", chain(ov, other_size=2 * MIB),
@@ -191,7 +193,7 @@ def add_cases(r):
         r.add(Case(f"{ov}: -c onto another image", chain(ov), ["-c", "-b", "other.img", "-F", "qcow2", "top.qcow2"],
                    verify(compressed=True), qemu_args=["-b", "other.img", "-F", "qcow2", "top.qcow2"]))
     # Options that change nothing of the result.
-    for extra in (["-q"], ["-p"], ["-t", "unsafe"], ["-t", "writethrough", "-T", "none"], ["-U"], ["-f", "qcow2"],
+    for extra in (["-q"], ["-p"], ["-t", "unsafe"], ["-t", "writethrough", "-T", "none"], ["-U", "-f", "qcow2"],
                   ["-p", "-q", "-t", "directsync"]):
         r.add(Case(f"options {' '.join(extra)}", chain("ext64k"), [*extra, "-b", "other.img", "-F", "qcow2", "top.qcow2"],
                    verify(), compare_stdout="-p" not in extra))
@@ -238,6 +240,7 @@ def add_cases(r):
                  ["-b", "", "sub/top.qcow2"]):
         r.add(Case("in a subdirectory", in_sub(chain("ext64k")), args, verify_sub))
     # An encrypted overlay (--object, --image-opts) over plain images.
+    @keyed(("luks",))
     def luks_chain(d):
         make_image(d, "base.img", LAYERS["std64k"], BASE_DATA, SIZE)
         make_image(d, "mid.qcow2", LAYERS["std4k"], MID_DATA, SIZE, "base.img", "qcow2")
