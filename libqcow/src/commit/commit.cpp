@@ -1,8 +1,6 @@
 // commit_into_base: qemu-img commit's copy (see include/qcow/commit.hpp).
 #include "qcow/commit.hpp"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstring>

@@ -6,7 +6,8 @@
 // copied before its entries change (ensure_l2_writable), and each old host
 // cluster is released (freed at the next flush, after the tables that stop
 // pointing at it are written).
-#include <fmt/format.h>
+#include <algorithm>
+#include <new>
 
 #include "format/constants.hpp"
 #include "qcow/commit.hpp"

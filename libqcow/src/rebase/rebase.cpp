@@ -1,8 +1,6 @@
 // rebase: qemu-img rebase's two steps (see include/qcow/rebase.hpp).
 #include "qcow/rebase.hpp"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <cstring>
 #include <new>
