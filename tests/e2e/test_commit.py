@@ -46,7 +46,8 @@ def image(d, name, kind, data, size, backing=None, backing_fmt="qcow2"):
     return make_image(d, name, KINDS[kind], data, size, backing, backing_fmt)
 
 
-def chain(top, base="std64k", mid=None, size=SIZE, top_size=None, top_snapshot=False, base_snapshot=False, sub=""):
+def chain(top, base="std64k", mid=None, size=SIZE, top_size=None, top_snapshot=False, base_snapshot=False, sub="",
+          compressed=False):
     """base.img <- [mid.qcow2 <-] top.qcow2, in subdirectory `sub` of the case directory."""
     @keyed(("chain", *[repr(v) for v in locals().values()]))
     def setup(root):
@@ -61,6 +62,8 @@ def chain(top, base="std64k", mid=None, size=SIZE, top_size=None, top_snapshot=F
             image(d, "mid.qcow2", mid, MID_DATA, size, "base.img", bfmt)
             below, below_fmt = "mid.qcow2", "qcow2"
         image(d, "top.qcow2", top, TOP_DATA, top_size or size, below, below_fmt)
+        if compressed:  # a compressed cluster in the overlay
+            qemu_io(d, "top.qcow2", ["write -c -P 0x46 3M 64k"])
         if top_snapshot:
             run(["qemu-img", "snapshot", "-c", "s1", "top.qcow2"], cwd=d)
             qemu_io(d, "top.qcow2", ["write -P 0x51 1536k 70000", "write -z 0 4k"])
@@ -132,6 +135,12 @@ def add_cases(r):
                    verify(emptied=True, snapshots=[("top.qcow2", "s1")])))
         r.add(Case(f"{top} into a base with a snapshot", chain(top, "ext64k", base_snapshot=True), ["top.qcow2"],
                    verify(emptied=True, snapshots=[("base.img", "b1")])))
+    # Compressed clusters in the overlay: copied, then freed with it.
+    for top, mid in (("std64k", None), ("ext64k", "c512")):
+        r.add(Case(f"compressed {top} into the backing file", chain(top, "ext64k", mid, compressed=True), ["top.qcow2"],
+                   verify("mid.qcow2" if mid else "base.img", emptied=True)))
+        r.add(Case(f"compressed {top}, -d", chain(top, "std64k", mid, compressed=True), ["-d", "top.qcow2"],
+                   verify("mid.qcow2" if mid else "base.img")))
     # Options that leave the result alone.
     for extra in (["-q"], ["-p"], ["-r", "100M"], ["-t", "unsafe"], ["-t", "writethrough"], ["-t", "none"],
                   ["-f", "qcow2"], ["-p", "-q", "-d"]):

@@ -63,7 +63,7 @@ def layer(d, name, kind, data, size=SIZE, backing=None, backing_fmt="qcow2"):
 
 
 def chain(overlay, base="std64k", mid="std4k", other="std64k", size=SIZE, top_size=None, other_size=None,
-          snapshot=False, depth=3):
+          snapshot=False, depth=3, compressed=False):
     """base <- [mid <-] top.qcow2, plus other.* (a candidate new backing file)."""
     @keyed(("chain", *[repr(v) for v in locals().values()]))
     def setup(d):
@@ -75,6 +75,8 @@ def chain(overlay, base="std64k", mid="std4k", other="std64k", size=SIZE, top_si
         layer(d, "other.img", other, OTHER_DATA, other_size or size)
         create(d, "top.qcow2", top_size or size, OVERLAYS[overlay], backing=below, backing_fmt=below_fmt)
         qemu_io(d, "top.qcow2", fit(TOP_DATA, top_size or size))
+        if compressed:  # a compressed cluster in the overlay (the disks here are at least 3 MiB)
+            qemu_io(d, "top.qcow2", ["write -c -P 0x46 3M 64k"])
         if snapshot:
             run(["qemu-img", "snapshot", "-c", "s1", "top.qcow2"], cwd=d)
             qemu_io(d, "top.qcow2", ["write -P 0x51 1536k 70000", "write -z 0 4k"])
@@ -176,6 +178,10 @@ def add_cases(r):
                    ["-b", "other.img", "-F", "qcow2", "top.qcow2"], verify(snapshot=True)))
         r.add(Case(f"{ov}: with a snapshot, flatten", chain(ov, snapshot=True), ["-b", "", "top.qcow2"],
                    verify(snapshot=True)))
+    # Compressed clusters in the overlay stay as they are.
+    for ov in ("std64k", "c512"):
+        r.add(Case(f"{ov}: a compressed cluster, onto another image", chain(ov, compressed=True),
+                   ["-b", "other.img", "-F", "qcow2", "top.qcow2"], verify()))
     # Unsafe mode: a renamed backing file; a different one (the content changes, as with qemu-img).
     for ov in ("ext64k", "v2"):
         r.add(Case(f"{ov}: -u after a rename", chain(ov), ["-u", "-b", "renamed.qcow2", "-F", "qcow2", "top.qcow2"],
