@@ -108,11 +108,11 @@ void apply_step(Content& g, const Step& s, uint64_t cluster_size, bool v2_with_b
   }
 }
 
-Model build_model(const Workload& w, const Content& base_content, uint64_t cluster_size) {
+Model build_model(const Workload& w, const Content& base_content, const Content& result, uint64_t cluster_size) {
   Model m;
   m.states.push_back(base_content);
   if (w.operation) {
-    m.states.push_back(base_content);  // the operation and close
+    m.states.push_back(result);  // the operation and close
     return m;
   }
   for (const Step& s : w.steps) {
@@ -483,8 +483,15 @@ Report run_workload(const Workload& w, const Options& o) {
   if (run_tool({"qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", base_path, base_raw}, &out) != 0)
     throw std::runtime_error("qemu-img convert of the base image failed: " + out);
   const Content base_content = Content::load_raw(base_raw);
+  Content result = base_content;
+  if (!w.operation_result.empty()) {
+    const std::string image = scratch.path + "/" + w.operation_result, raw = scratch.path + "/result.raw";
+    if (run_tool({"qemu-img", "convert", "-U", "-O", "raw", image, raw}, &out) != 0)
+      throw std::runtime_error("qemu-img convert of " + image + " failed: " + out);
+    result = Content::load_raw(raw);
+  }
   const uint64_t cluster_size = image_cluster_size(base_file);
-  const Model model = build_model(w, base_content, cluster_size);
+  const Model model = build_model(w, base_content, result, cluster_size);
 
   Judge j(w, o, model, scratch.path, report);
   for (const std::string& name : w.snapshots) {

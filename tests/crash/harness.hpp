@@ -64,8 +64,13 @@ struct Workload {
   std::function<std::string(const std::string& dir)> prepare;
   // Guest operations (close() is appended as a final flush) ...
   std::vector<Step> steps;
-  // ... or one offline operation that leaves the guest content unchanged.
+  // ... or one offline operation that leaves the guest content unchanged ...
   std::function<qcow::Status(const std::string& path, const qcow::FileWrapFn& wrap)> operation;
+  // ... or, when set, makes it read as this image of the prepared directory read
+  // right after prepare() (commit writes an overlay's view into its base): every
+  // byte reads as before or as that image until the operation completes, then
+  // as that image.
+  std::string operation_result;
   qcow::OpenOptions open;    // cache sizes and the like for the guest operations
   Verdict verdict = Verdict::kConsistent;
   std::vector<std::string> snapshots;  // internal snapshots whose content must survive

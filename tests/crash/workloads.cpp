@@ -4,13 +4,18 @@
 // image libqcow did not write.
 #include <fmt/format.h>
 
+#include <filesystem>
+#include <optional>
 #include <random>
 #include <stdexcept>
 
 #include "crash/harness.hpp"
 #include "crash/tools.hpp"
 #include "qcow/amend.hpp"
+#include "qcow/chain.hpp"
 #include "qcow/check.hpp"
+#include "qcow/commit.hpp"
+#include "qcow/rebase.hpp"
 
 namespace crash {
 namespace {
@@ -356,6 +361,118 @@ Workload repair(const std::string& name, const std::string& opts) {
   return w;
 }
 
+// ---- rebase and commit ----
+
+// Guest data of the rebase and commit images: pattern writes (some partial and
+// unaligned), zeros, and a discard, so that layers differ in every way.
+std::vector<std::string> layer_data(uint64_t size, int seed) {
+  std::vector<std::string> cmds;
+  Gen g(uint64_t(seed) * 7919);
+  for (int i = 0; i < 14; ++i) {
+    const uint64_t len = 512 + g.rnd(90000), off = g.rnd(size - len);
+    if (i % 5 == 4) cmds.push_back(fmt::format("write -q -z {} {}", off, len));
+    else cmds.push_back(fmt::format("write -q -P {} {} {}", 0x20 + seed * 16 + i, off, len));
+  }
+  return cmds;
+}
+
+qcow::Result<qcow::Image> open_image(const std::string& path, qcow::OpenOptions o) { return qcow::Image::open(path, o); }
+
+// Rebase of the image (an overlay of old.qcow2) onto `new_name` ("" flattens): the
+// image must read the same in every state, through whichever backing file its header names.
+Workload rebase(const std::string& name, const std::string& overlay_opts, const std::string& old_opts,
+                const std::string& new_opts, const std::string& new_name, bool compress) {
+  Workload w;
+  w.name = name;
+  w.what = fmt::format("rebase{} of an overlay ({}) from old.qcow2 ({}) onto {}", compress ? " -c" : "", overlay_opts,
+                       old_opts, new_name.empty() ? "nothing (flatten)" : new_name + " (" + new_opts + ")");
+  const uint64_t size = 2 << 20;
+  w.prepare = [=](const std::string& d) {
+    const std::string old_path = qcow2(d, old_opts, size, "old.qcow2");
+    qemu_io(old_path, layer_data(size, 1));
+    if (!new_name.empty()) {
+      const std::string new_path = qcow2(d, new_opts, size, new_name);
+      // Much the same data with some differences: only those units must be copied.
+      std::vector<std::string> cmds = layer_data(size, 1);
+      cmds.resize(7);
+      for (int i = 0; i < 6; ++i) cmds.push_back(fmt::format("write -q -P {} {} {}", 0x70 + i, 300000 * i + 4000, 5000 + 9000 * i));
+      qemu_io(new_path, cmds);
+    }
+    const std::string p = qcow2(d, "backing_file=old.qcow2,backing_fmt=qcow2," + overlay_opts, size);
+    std::vector<std::string> own = layer_data(size, 3);
+    own.resize(5);
+    qemu_io(p, own);
+    return p;
+  };
+  w.operation = [new_name, compress](const std::string& path, const qcow::FileWrapFn& wrap) -> qcow::Status {
+    std::lock_guard lock(spawn_mutex());  // no child may inherit (and keep) a locked descriptor
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    qcow::OpenOptions o;
+    o.writable = true;
+    o.wrap_file = wrap;
+    QCOW_ASSIGN_OR_RETURN(qcow::Image img, open_image(path, o));
+    std::optional<qcow::Image> nb;
+    qcow::RebaseOptions r;
+    r.compress = compress ? qcow::Compress::kYes : qcow::Compress::kNo;
+    if (!new_name.empty()) {
+      r.new_backing_layer = qcow::find_backing_image(img.chain_info(), qcow::backing_file_path(path, new_name));
+      QCOW_ASSIGN_OR_RETURN(qcow::Image n, open_image(dir + "/" + new_name, {}));
+      nb.emplace(std::move(n));
+    }
+    QCOW_TRY(qcow::rebase_copy_differences(img, nb ? &*nb : nullptr, r).status());
+    QCOW_TRY(qcow::set_backing_file(img, new_name, new_name.empty() ? std::nullopt : std::optional<std::string>("qcow2")));
+    return img.close();
+  };
+  return w;
+}
+
+// Commit of top.qcow2 (an overlay of the judged image) into the judged image, then
+// top emptied: the base reads as before or as top read, byte by byte, until done.
+Workload commit(const std::string& name, const std::string& base_opts, uint64_t base_size, const std::string& top_opts,
+                uint64_t top_size, bool snapshot) {
+  Workload w;
+  w.name = name;
+  w.what = fmt::format("commit of an overlay ({}, {} KiB) into its base ({}, {} KiB{})", top_opts, top_size >> 10,
+                       base_opts, base_size >> 10, snapshot ? ", internal snapshot" : "");
+  w.operation_result = "top.qcow2";
+  if (snapshot) w.snapshots = {"s1"};
+  w.prepare = [=](const std::string& d) {
+    const std::string p = qcow2(d, base_opts, base_size);
+    qemu_io(p, layer_data(base_size, 1));
+    if (snapshot) {
+      tool({"qemu-img", "snapshot", "-c", "s1", p});
+      qemu_io(p, {"write -q -P 0x66 64k 100k"});
+    }
+    write_file(d + "/work.qcow2", read_file(p));  // the judged copy, which top.qcow2 names
+    const std::string top = qcow2(d, "backing_file=work.qcow2,backing_fmt=qcow2," + top_opts, top_size, "top.qcow2");
+    qemu_io(top, layer_data(top_size, 2));
+    write_file(d + "/top.orig", read_file(top));
+    return p;
+  };
+  w.operation = [](const std::string& path, const qcow::FileWrapFn& wrap) -> qcow::Status {
+    std::lock_guard lock(spawn_mutex());
+    const std::string dir = std::filesystem::path(path).parent_path().string(), top = dir + "/top.qcow2";
+    write_file(top, read_file(dir + "/top.orig"));  // each run starts from the same overlay
+    qcow::OpenOptions lo;
+    lo.writable = true;
+    lo.open_backing = false;
+    QCOW_ASSIGN_OR_RETURN(qcow::Image image, open_image(top, lo));
+    qcow::OpenOptions vo;
+    vo.force_share = true;
+    QCOW_ASSIGN_OR_RETURN(qcow::Image view, open_image(top, vo));
+    qcow::OpenOptions bo;
+    bo.writable = true;
+    bo.format = qcow::Format::kQcow2;
+    bo.wrap_file = wrap;
+    QCOW_ASSIGN_OR_RETURN(qcow::Image base, open_image(path, bo));
+    QCOW_TRY(qcow::commit_into_base(view, base, 1).status());
+    QCOW_TRY(base.close());
+    QCOW_TRY(qcow::make_image_empty(image));
+    return image.close();
+  };
+  return w;
+}
+
 }  // namespace
 
 std::vector<Workload> all_workloads() {
@@ -404,6 +521,16 @@ std::vector<Workload> all_workloads() {
                     "lazy_refcounts=on"));
   w.push_back(repair("repair-std", "cluster_size=64k"));
   w.push_back(repair("repair-ext", "extended_l2=on"));
+  // rebase (the overlay is judged) and commit (the base is judged).
+  w.push_back(rebase("rebase-ext", "extended_l2=on", "cluster_size=4k", "cluster_size=64k", "new.qcow2", false));
+  w.push_back(rebase("rebase-2m-ext-over-64k", "cluster_size=2M,extended_l2=on", "", "", "new.qcow2", false));
+  w.push_back(rebase("rebase-flatten-512", "cluster_size=512", "cluster_size=64k", "", "", false));
+  w.push_back(rebase("rebase-compressed", "cluster_size=64k", "cluster_size=16k,extended_l2=on", "", "new.qcow2", true));
+  w.push_back(rebase("rebase-longer-name", "cluster_size=64k", "", "", "a-much-longer-backing-file-name.qcow2", false));
+  w.push_back(commit("commit-ext-base", "extended_l2=on", 2 << 20, "cluster_size=4k", 2 << 20, false));
+  w.push_back(commit("commit-std-base-grows", "cluster_size=64k", 1 << 20, "extended_l2=on,cluster_size=16k", 3 << 20, false));
+  w.push_back(commit("commit-base-snapshot", "cluster_size=16k", 2 << 20, "cluster_size=64k", 2 << 20, true));
+  w.push_back(commit("commit-v2-base", "compat=0.10,cluster_size=4k", 1 << 20, "extended_l2=on", 1 << 20, false));
   return w;
 }
 
