@@ -1,4 +1,4 @@
-// Flush ordering, resize and close.
+// Flush ordering and close (resize: resize.cpp, shrink.cpp).
 //
 // Order on disk: guest data and new refcounts -> barrier -> L2 slices -> barrier
 // -> L1 -> barrier -> deferred frees (refcount decrements) -> barrier. A crash
@@ -67,18 +67,6 @@ Status Qcow2Driver::grow_l1(uint64_t entries) {
   l1_.resize(entries, 0);
   if (old_bytes) refcounts_->free_later(old_off, div_round_up(old_bytes, cs));
   return flush_metadata();
-}
-
-Status Qcow2Driver::resize(uint64_t new_size) {
-  QCOW_TRY(check_writable());
-  if (new_size < header_->size)
-    return Status::unsupported(fmt::format("{}: shrinking qcow2 images is not supported", file_->path()));
-  if (new_size == header_->size) return Status::ok();
-  if (new_size > (uint64_t(1) << 62)) return Status::limit("virtual size too large");
-  uint64_t need = geo_.l1_entries_for(new_size);
-  if (need > l1_.size()) QCOW_TRY(guard(grow_l1(need)));
-  QCOW_TRY(header_.update({HeaderField::kSize}, [&](Header& h) { h.size = new_size; }));
-  return io_.flush();
 }
 
 Status Qcow2Driver::close() {

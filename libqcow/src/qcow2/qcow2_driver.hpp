@@ -1,7 +1,8 @@
 // Qcow2Driver: one qcow2 layer. Split by operation across qcow2/*.cpp:
 // open.cpp (open, validation, info), read.cpp (mapping lookup, read, layer status),
 // write.cpp (allocating writes, copy-on-write), zero.cpp (zeroes, discard, compressed
-// writes), flush.cpp (flush ordering, resize, close), create.cpp, snapshot.cpp.
+// writes), flush.cpp (flush ordering, close), resize.cpp and shrink.cpp (resize),
+// create.cpp, snapshot.cpp.
 #pragma once
 
 #include <memory>
@@ -44,7 +45,7 @@ class Qcow2Driver final : public Driver {
   Status store_compressed(uint64_t offset, std::span<const uint8_t> compressed) override;
   Status discard(uint64_t offset, uint64_t length) override;
   Status flush() override;
-  Status resize(uint64_t new_size) override;
+  Status resize(uint64_t new_size, const ResizeOptions& options = {}) override;
   Status close() override;
   Result<LayerRun> layer_status(uint64_t offset, uint64_t max_length) override;
   Result<LayerRun> map_status(uint64_t offset, uint64_t max_length) override;
@@ -76,6 +77,11 @@ class Qcow2Driver final : public Driver {
   // rewrite. The caller abandons the driver afterwards.
   Refcounts& refcounts() { return *refcounts_; }
   Status commit_header(const Header& h) { return header_.rewrite(h); }
+  // The commit point of a change prepared in fresh clusters (snapshot/): the named
+  // fields in one header write (no flush).
+  Status commit_fields(std::initializer_list<HeaderField> fields, const std::function<void(Header&)>& change) {
+    return header_.update(fields, change);
+  }
   // Switches to refcount structures written elsewhere in the file (check's and amend's
   // rebuild): flushes them, commits the header fields (with a new refcount width when
   // given) in one write, and reloads the refcounts. The commit point of a rebuild.
@@ -115,6 +121,14 @@ class Qcow2Driver final : public Driver {
   Status release_host(L2Entry old);  // schedules the old host cluster(s) of an entry for freeing
   Status zero_units(uint64_t offset, uint64_t length, Unmap unmap);
   Status grow_l1(uint64_t entries);
+  // resize (resize.cpp, shrink.cpp).
+  Status grow_to(uint64_t new_size, Preallocation mode);
+  Status shrink_to(uint64_t new_size);
+  Status preallocate_range(uint64_t from, uint64_t to, Preallocation mode);
+  Status zero_grown(uint64_t old_size, uint64_t end, uint64_t unit);
+  // Drops every cluster mapped at or past the cluster-aligned guest offset `from`.
+  Status clear_beyond(uint64_t from);
+  Status truncate_unused_tail();
   Status flush_metadata();  // flush() without the corruption guard (used inside operations)
   // The one writer of the in-memory active L1 table: keeps the overlap map in step.
   void set_l1_entry(uint64_t index, uint64_t entry);

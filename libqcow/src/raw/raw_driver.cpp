@@ -46,6 +46,9 @@ class RawDriver final : public Driver {
       auto d = file_->probe_data(off, &end);  // verify the hole really reads as zeros
       if (d && !*d && end >= off + len) return Status::ok();
     }
+    return write_zero_bytes(off, len);
+  }
+  Status write_zero_bytes(uint64_t off, uint64_t len) {
     std::vector<uint8_t> z(std::min<uint64_t>(len, 1ull << 20), 0);
     for (uint64_t d = 0; d < len; d += z.size())
       QCOW_TRY(file_->write_at(off + d, std::span<const uint8_t>(z.data(), std::min<uint64_t>(z.size(), len - d))));
@@ -56,9 +59,17 @@ class RawDriver final : public Driver {
     return file_->punch_hole(off, len);
   }
   Status flush() override { return writable_ ? file_->flush() : Status::ok(); }
-  Status resize(uint64_t n) override {
+  // QEMU's file driver: the file is cut or extended; the grown part is fallocated
+  // (falloc) or written with zeros (full).
+  Status resize(uint64_t n, const ResizeOptions& o) override {
     if (!writable_) return Status::error(ErrorCode::kReadOnly, fmt::format("{}: image is opened read-only", path()));
+    if (n < size_ && o.shrink != Shrink::kYes)
+      return Status::invalid(fmt::format("{}: shrinking needs Shrink::kYes", path()));
+    if (o.preallocation == Preallocation::kMetadata) return Status::unsupported("Unsupported preallocation mode: metadata");
+    const uint64_t old = file_length_;
     QCOW_TRY(file_->truncate(n));
+    if (n > old && o.preallocation == Preallocation::kFalloc) QCOW_TRY(file_->allocate(old, n - old));
+    if (n > old && o.preallocation == Preallocation::kFull) QCOW_TRY(write_zero_bytes(old, n - old));
     size_ = sector_round_up(n);
     file_length_ = n;
     return Status::ok();
