@@ -23,6 +23,8 @@
 #include "commands/io.hpp"
 #include "commands/map.hpp"
 #include "commands/measure.hpp"
+#include "commands/resize.hpp"
+#include "commands/snapshot.hpp"
 #include "qcow/image.hpp"
 
 #ifndef QIMG_VERSION
@@ -62,6 +64,8 @@ const Command kCommands[] = {
     {"io", "Run qemu-io style commands on an image", &setup<IoOptions, register_io, run_io>},
     {"map", "Show the allocation map of an image", &setup<MapOptions, register_map, run_map>},
     {"measure", "Calculate the file size required for a new image", &setup<MeasureOptions, register_measure, run_measure>},
+    {"resize", "Change the virtual size of an image", &setup<ResizeOptions, register_resize, run_resize>},
+    {"snapshot", "List, apply, create or delete internal snapshots", &setup<SnapshotOptions, register_snapshot, run_snapshot>},
 };
 
 int run(int argc, char** argv) {
