@@ -48,7 +48,7 @@ qcow::Result<SizeArg> parse_size_argument(std::string text) {
     case SizeParse::kInvalid: break;
   }
   return qcow::Status::invalid(
-      "Parameter 'size' expects a non-negative number below 2^64. Optional suffix k, M, G, T, P or E means kilo-, "
+      "Parameter 'size' expects a non-negative number below 2^64 Optional suffix k, M, G, T, P or E means kilo-, "
       "mega-, giga-, tera-, peta- and exabytes, respectively.");
 }
 

@@ -330,15 +330,16 @@ Workload grow(const std::string& name, const std::string& opts, bool backing, ui
     return p;
   };
   Gen g(seed);
-  const qcow::Preallocation modes[] = {qcow::Preallocation::kMetadata, qcow::Preallocation::kFalloc,
-                                       qcow::Preallocation::kFull};
+  // Metadata preallocation last: after a shrink freed clusters that still hold data.
+  const qcow::Preallocation modes[] = {qcow::Preallocation::kFalloc, qcow::Preallocation::kFull,
+                                       qcow::Preallocation::kOff, qcow::Preallocation::kMetadata};
   const uint64_t sizes[] = {(1 << 20) + 4096, 3 << 20, 1 << 20, (2 << 20) + 65536};
   uint64_t current = size;
   for (int i = 0; i < 4; ++i) {
     Step r;
     r.kind = Step::kResize;
     r.off = sizes[i];
-    if (!backing && sizes[i] > current) r.prealloc = modes[i % 3];
+    if (!backing && sizes[i] > current) r.prealloc = modes[i];
     w.steps.push_back(r);
     const uint64_t end = std::min(current, sizes[i]);  // writes across the old end, or the new one
     w.steps.push_back(g.write_in({end - std::min<uint64_t>(end, 8192), sizes[i]}, 20000, 512));

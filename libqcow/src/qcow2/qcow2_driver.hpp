@@ -124,8 +124,10 @@ class Qcow2Driver final : public Driver {
   // resize (resize.cpp, shrink.cpp).
   Status grow_to(uint64_t new_size, Preallocation mode);
   Status shrink_to(uint64_t new_size);
-  Status preallocate_range(uint64_t from, uint64_t to, Preallocation mode);
-  Status zero_grown(uint64_t old_size, uint64_t end, uint64_t unit);
+  Status preallocate_range(uint64_t from, uint64_t to, Preallocation mode, uint64_t bitmap);
+  Status zero_grown(uint64_t old_size, uint64_t end);
+  Status zero_tail(uint64_t from, uint64_t to);
+  Status past_the_end(uint64_t size, const std::function<Status()>& op);
   // Drops every cluster mapped at or past the cluster-aligned guest offset `from`.
   Status clear_beyond(uint64_t from);
   Status truncate_unused_tail();
