@@ -25,6 +25,8 @@
 #include "commands/map.hpp"
 #include "commands/measure.hpp"
 #include "commands/rebase.hpp"
+#include "commands/resize.hpp"
+#include "commands/snapshot.hpp"
 #include "qcow/image.hpp"
 
 #ifndef QIMG_VERSION
@@ -66,6 +68,8 @@ const Command kCommands[] = {
     {"map", "Show the allocation map of an image", &setup<MapOptions, register_map, run_map>},
     {"measure", "Calculate the file size required for a new image", &setup<MeasureOptions, register_measure, run_measure>},
     {"rebase", "Change the backing file of an image", &setup<RebaseOptions, register_rebase, run_rebase>},
+    {"resize", "Change the virtual size of an image", &setup<ResizeOptions, register_resize, run_resize>},
+    {"snapshot", "List, apply, create or delete internal snapshots", &setup<SnapshotOptions, register_snapshot, run_snapshot>},
 };
 
 int run(int argc, char** argv) {

@@ -3,7 +3,7 @@
 // read.cpp (L2 entry access, mapping lookup, read, layer status), write.cpp
 // (in-place and allocating writes, copy-on-write), zero.cpp (write_zeroes, discard),
 // compressed.cpp (compressed writes), flush.cpp (flush ordering, close), resize.cpp
-// (virtual size, L1 growth), create.cpp, preallocate.cpp, crypt.cpp (LUKS/AES data
+// and shrink.cpp (virtual size, L1 growth), create.cpp, preallocate.cpp, crypt.cpp (LUKS/AES data
 // path), snapshot.cpp (snapshot table), bitmaps.cpp (bitmap directory for info).
 #pragma once
 
@@ -47,7 +47,7 @@ class Qcow2Driver final : public Driver {
   Status store_compressed(uint64_t offset, std::span<const uint8_t> compressed) override;
   Status discard(uint64_t offset, uint64_t length) override;
   Status flush() override;
-  Status resize(uint64_t new_size) override;
+  Status resize(uint64_t new_size, const ResizeOptions& options = {}) override;
   Status close() override;
   Result<LayerRun> layer_status(uint64_t offset, uint64_t max_length) override;
   Result<LayerRun> map_status(uint64_t offset, uint64_t max_length) override;
@@ -81,6 +81,11 @@ class Qcow2Driver final : public Driver {
   Status commit_header(const Header& h) { return header_.commit(h); }
   // The same, safe against a write torn into sectors (HeaderStore::rewrite_atomic; rebase).
   Status commit_header_atomic(const Header& h) { return header_.rewrite_atomic(h); }
+  // The commit point of a change prepared in fresh clusters (snapshot/): the named
+  // fields in one header write (no flush).
+  Status commit_fields(std::initializer_list<HeaderField> fields, const std::function<void(Header&)>& change) {
+    return header_.update(fields, change);
+  }
   // Switches to refcount structures written elsewhere in the file (check's and amend's
   // rebuild): flushes them, commits the header fields (with a new refcount width when
   // given) in one write, and reloads the refcounts. The commit point of a rebuild.
@@ -123,6 +128,16 @@ class Qcow2Driver final : public Driver {
   Result<uint64_t> alloc_compressed_bytes(uint64_t size);
   Status zero_units(uint64_t offset, uint64_t length, Unmap unmap);
   Status grow_l1(uint64_t entries);
+  // resize (resize.cpp, shrink.cpp).
+  Status grow_to(uint64_t new_size, Preallocation mode);
+  Status shrink_to(uint64_t new_size);
+  Status preallocate_range(uint64_t from, uint64_t to, Preallocation mode, uint64_t bitmap);
+  Status zero_grown(uint64_t old_size, uint64_t end);
+  Status zero_tail(uint64_t from, uint64_t to);
+  Status past_the_end(uint64_t size, const std::function<Status()>& op);
+  // Drops every cluster mapped at or past the cluster-aligned guest offset `from`.
+  Status clear_beyond(uint64_t from);
+  Status truncate_unused_tail();
   Status flush_metadata();  // flush() without the corruption guard (used inside operations)
   // The one writer of the in-memory active L1 table: keeps the overlap map in step.
   void set_l1_entry(uint64_t index, uint64_t entry);
