@@ -21,5 +21,17 @@ qcow::Result<qcow::Image> open_source_image(std::string filename, std::string fo
 
 // "Could not open 'FILE': <reason>" for a failed qcow::Image::open of FILE.
 std::string could_not_open(const std::string& filename, const qcow::Status& status);
+// The <reason> alone, as qemu-img words it: "Could not open 'FILE': No such file or
+// directory", "Image is not in qcow2 format", "Could not open backing file: <reason>".
+std::string open_failure_reason(const std::string& filename, const qcow::Status& status);
+
+}  // namespace qimg
+
+namespace qimg {
+
+// qemu-img's three-line warning when an image opened for writing was probed as
+// raw (no -f): "WARNING: Image format was not specified for 'FILE' and probing
+// guessed raw. ..." on stderr.
+void warn_if_probed_raw(const std::string& filename, const std::string& format, const qcow::Image& image);
 
 }  // namespace qimg

@@ -16,6 +16,7 @@
 #include "commands/amend.hpp"
 #include "commands/bench.hpp"
 #include "commands/check.hpp"
+#include "commands/commit.hpp"
 #include "commands/compare.hpp"
 #include "commands/convert.hpp"
 #include "commands/create.hpp"
@@ -23,6 +24,9 @@
 #include "commands/io.hpp"
 #include "commands/map.hpp"
 #include "commands/measure.hpp"
+#include "commands/rebase.hpp"
+#include "commands/resize.hpp"
+#include "commands/snapshot.hpp"
 #include "qcow/image.hpp"
 
 #ifndef QIMG_VERSION
@@ -55,6 +59,7 @@ const Command kCommands[] = {
     {"amend", "Change the format-specific options of an image", &setup<AmendOptions, register_amend, run_amend>},
     {"bench", "Run a simple image benchmark or a copy-on-write scenario", &setup<BenchOptions, register_bench, run_bench>},
     {"check", "Check the image for errors", &setup<CheckOptions, register_check, run_check>},
+    {"commit", "Commit the content of an image into its backing file", &setup<CommitOptions, register_commit, run_commit>},
     {"compare", "Check whether two images have the same content", &setup<CompareOptions, register_compare, run_compare>},
     {"convert", "Convert or copy images", &setup<ConvertOptions, register_convert, run_convert>},
     {"create", "Create a new image", &setup<CreateOptions, register_create, run_create>},
@@ -62,6 +67,9 @@ const Command kCommands[] = {
     {"io", "Run qemu-io style commands on an image", &setup<IoOptions, register_io, run_io>},
     {"map", "Show the allocation map of an image", &setup<MapOptions, register_map, run_map>},
     {"measure", "Calculate the file size required for a new image", &setup<MeasureOptions, register_measure, run_measure>},
+    {"rebase", "Change the backing file of an image", &setup<RebaseOptions, register_rebase, run_rebase>},
+    {"resize", "Change the virtual size of an image", &setup<ResizeOptions, register_resize, run_resize>},
+    {"snapshot", "List, apply, create or delete internal snapshots", &setup<SnapshotOptions, register_snapshot, run_snapshot>},
 };
 
 int run(int argc, char** argv) {

@@ -155,6 +155,14 @@ std::optional<bool> parse_bool(std::string_view text) {
   return std::nullopt;
 }
 
+std::optional<qcow::Preallocation> parse_preallocation(std::string_view text) {
+  if (text == "off") return qcow::Preallocation::kOff;
+  if (text == "metadata") return qcow::Preallocation::kMetadata;
+  if (text == "falloc") return qcow::Preallocation::kFalloc;
+  if (text == "full") return qcow::Preallocation::kFull;
+  return std::nullopt;
+}
+
 qcow::Status parse_option_list(const std::vector<std::string>& args, OptionList* out) {
   for (const std::string& arg : args) {
     std::string item;
@@ -223,11 +231,9 @@ qcow::Status validate_create_options(CreateSpec* spec) {
   if (o.size % 512) o.size += 512 - o.size % 512;
 
   if (const std::string* v = get(*spec, "preallocation")) {
-    if (*v == "off") o.preallocation = qcow::Preallocation::kOff;
-    else if (*v == "metadata") o.preallocation = qcow::Preallocation::kMetadata;
-    else if (*v == "falloc") o.preallocation = qcow::Preallocation::kFalloc;
-    else if (*v == "full") o.preallocation = qcow::Preallocation::kFull;
-    else return qcow::Status::invalid(fmt::format("Parameter 'preallocation' does not accept value '{}'", *v));
+    auto mode = parse_preallocation(*v);
+    if (!mode) return qcow::Status::invalid(fmt::format("Parameter 'preallocation' does not accept value '{}'", *v));
+    o.preallocation = *mode;
   }
   if (spec->format == qcow::Format::kRaw) return qcow::validate_create_options(o);
 

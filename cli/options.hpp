@@ -38,6 +38,9 @@ qcow::Status parse_option_list(const std::vector<std::string>& args, OptionList*
 // Parses "on/off/true/false/yes/no".
 std::optional<bool> parse_bool(std::string_view text);
 
+// Parses a preallocation mode: "off", "metadata", "falloc" or "full".
+std::optional<qcow::Preallocation> parse_preallocation(std::string_view text);
+
 // The result of stage one.
 struct CreateSpec {
   qcow::Format format = qcow::Format::kQcow2;

@@ -180,16 +180,20 @@ std::string info_human(const qcow::ImageInfo& info) {
     out += '\n';
     if (!info.backing_format.empty()) out += fmt::format("backing file format: {}\n", info.backing_format);
   }
-  if (!info.snapshots.empty()) {
-    out += fmt::format("Snapshot list:\n{:<10}{:<17}{:>8}{:>20}{:>13}{:>11}\n", "ID", "TAG", "VM SIZE", "DATE",
-                       "VM CLOCK", "ICOUNT");
-    for (const auto& s : info.snapshots) out += snapshot_line(s) + '\n';
-  }
+  out += snapshot_list_human(info.snapshots);
   out += format_specific_human(info);
   return out;
 }
 
 }  // namespace
+
+std::string snapshot_list_human(const std::vector<qcow::SnapshotInfo>& snapshots) {
+  if (snapshots.empty()) return "";
+  std::string out = fmt::format("Snapshot list:\n{:<10}{:<17}{:>8}{:>20}{:>13}{:>11}\n", "ID", "TAG", "VM SIZE", "DATE",
+                                "VM CLOCK", "ICOUNT");
+  for (const auto& s : snapshots) out += snapshot_line(s) + '\n';
+  return out;
+}
 
 std::string format_specific_human(const qcow::ImageInfo& info) {
   std::string out;

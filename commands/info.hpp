@@ -29,4 +29,8 @@ int run_info(const InfoOptions& options);
 // with `qimg io -c info`.
 std::string format_specific_human(const qcow::ImageInfo& info);
 
+// The "Snapshot list:" table (qemu's bdrv_snapshot_dump lines), empty without
+// snapshots. Shared with `qimg snapshot -l`.
+std::string snapshot_list_human(const std::vector<qcow::SnapshotInfo>& snapshots);
+
 }  // namespace qimg

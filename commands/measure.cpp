@@ -56,11 +56,9 @@ qcow::Status qcow2_options(const CreateSpec& spec, qcow::MeasureOptions* m) {
   QCOW_TRY(qcow::check_refcount_bits(refcount_bits, m->version));
   m->refcount_bits = static_cast<int>(refcount_bits);
   if (const std::string* v = given(spec, "preallocation")) {
-    if (*v == "off") m->preallocation = qcow::Preallocation::kOff;
-    else if (*v == "metadata") m->preallocation = qcow::Preallocation::kMetadata;
-    else if (*v == "falloc") m->preallocation = qcow::Preallocation::kFalloc;
-    else if (*v == "full") m->preallocation = qcow::Preallocation::kFull;
-    else return qcow::Status::invalid(fmt::format("invalid parameter value: {}", *v));
+    auto mode = parse_preallocation(*v);
+    if (!mode) return qcow::Status::invalid(fmt::format("invalid parameter value: {}", *v));
+    m->preallocation = *mode;
   }
   m->has_backing_file = given(spec, "backing_file") != nullptr;
   const std::string* encrypt_format = given(spec, "encrypt.format");

@@ -9,11 +9,11 @@ _qimg()
     local cur prev words cword
     _init_completion -s || return
 
-    local commands="amend bench check compare convert create info io map measure"
+    local commands="amend bench check commit compare convert create info io map measure rebase"
     local cmd="" i
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            amend|bench|check|compare|convert|create|info|io|map|measure) cmd=${words[i]}; break ;;
+            amend|bench|check|commit|compare|convert|create|info|io|map|measure|rebase) cmd=${words[i]}; break ;;
         esac
     done
 
@@ -44,10 +44,13 @@ _qimg()
             _filedir -d; return ;;
         --plot)
             _filedir svg; return ;;
-        -d|--count|--flush-interval|--pattern|--matrix|--size|--block-size|--seed)
+        -d)
+            [[ $cmd == bench ]] && return ;;
+        --count|--flush-interval|--pattern|--matrix|--size|--block-size|--seed)
             return ;;
         -r)
-            if [[ $cmd == check ]]; then COMPREPLY=($(compgen -W "leaks all" -- "$cur")); return; fi ;;
+            if [[ $cmd == check ]]; then COMPREPLY=($(compgen -W "leaks all" -- "$cur")); return; fi
+            [[ $cmd == commit ]] && return ;;
         -o)
             local prefix="" last="$cur"
             if [[ $cur == *,* ]]; then prefix="${cur%,*},"; last="${cur##*,}"; fi
@@ -85,8 +88,10 @@ _qimg()
             convert) opts="-f -O -o -c -p -q -n -S -U --force-share -B -F -l -s -m -W -t -T -r -C --salvage --bitmaps --skip-broken-bitmaps --target-is-zero --object --image-opts --key-secret --help" ;;
             io)      opts="-f -U --force-share -r --read-only -t --cache -c --cmd --object --image-opts --key-secret --help" ;;
             check)   opts="-f -r --output -q -U --force-share --object --image-opts --key-secret --help" ;;
+            commit)  opts="-f -t -b -r -d -p -q --object --image-opts --key-secret --help" ;;
             compare) opts="-f -F -s -p -q -U --force-share -T --object --image-opts --key-secret --help" ;;
             measure) opts="--output -O -o -f -l --size -U --force-share --object --image-opts --key-secret --help" ;;
+            rebase)  opts="-f -t -T -p -u -c -b -F -q -U --force-share --object --image-opts --key-secret --help" ;;
         esac
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
         [[ ${COMPREPLY-} == *= ]] && compopt -o nospace

@@ -1,6 +1,6 @@
 # fish completion for qimg. Keep in sync with cli/main.cpp and man/qimg.1.
 
-set -l cmds amend bench check compare convert create info io map measure
+set -l cmds amend bench check commit compare convert create info io map measure rebase
 set -l amend_keys backing_file= backing_fmt= compat= extended_l2= lazy_refcounts= refcount_bits= size= help
 set -l okeys backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= lazy_refcounts= preallocation= refcount_bits= size= help
 
@@ -10,6 +10,7 @@ complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -s h -l help -d 'Pri
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a amend -d 'Change the format-specific options of an image'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a bench -d 'Run a benchmark or a copy-on-write scenario'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a check -d 'Check the image for errors'
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a commit -d 'Commit the content of an image into its backing file'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a compare -d 'Check whether two images have the same content'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a convert -d 'Convert or copy images'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a create -d 'Create a new image'
@@ -17,6 +18,7 @@ complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a info -d 'Show inf
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a io -d 'Run qemu-io style commands'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a map -d 'Show the allocation map'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a measure -d 'Calculate the file size required for a new image'
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a rebase -d 'Change the backing file of an image'
 
 # amend
 complete -c qimg -n '__fish_seen_subcommand_from amend' -F
@@ -167,3 +169,32 @@ complete -c qimg -n '__fish_seen_subcommand_from measure' -s U -l force-share -d
 complete -c qimg -n '__fish_seen_subcommand_from measure' -l object -x -d 'Secret object: secret,id=ID,data=...|file=...'
 complete -c qimg -n '__fish_seen_subcommand_from measure' -l image-opts -d 'Image argument is an option list'
 complete -c qimg -n '__fish_seen_subcommand_from measure' -l key-secret -x -d 'Secret id that unlocks the image'
+
+# commit
+complete -c qimg -n '__fish_seen_subcommand_from commit' -F
+complete -c qimg -n '__fish_seen_subcommand_from commit' -s f -x -a 'qcow2 raw' -d 'Image format'
+complete -c qimg -n '__fish_seen_subcommand_from commit' -s t -x -a 'writeback writethrough unsafe none directsync' -d 'Cache mode'
+complete -c qimg -n '__fish_seen_subcommand_from commit' -s b -r -d 'Commit into this image of the backing chain (implies -d)'
+complete -c qimg -n '__fish_seen_subcommand_from commit' -s r -x -d 'Rate limit in bytes per second'
+complete -c qimg -n '__fish_seen_subcommand_from commit' -s d -d 'Do not empty the image after the commit'
+complete -c qimg -n '__fish_seen_subcommand_from commit' -s p -d 'Show progress'
+complete -c qimg -n '__fish_seen_subcommand_from commit' -s q -d 'Quiet'
+complete -c qimg -n '__fish_seen_subcommand_from commit' -l object -x -d 'Secret object: secret,id=ID,data=...|file=...'
+complete -c qimg -n '__fish_seen_subcommand_from commit' -l image-opts -d 'Image argument is an option list'
+complete -c qimg -n '__fish_seen_subcommand_from commit' -l key-secret -x -d 'Secret id that unlocks the image'
+
+# rebase
+complete -c qimg -n '__fish_seen_subcommand_from rebase' -F
+complete -c qimg -n '__fish_seen_subcommand_from rebase' -s f -x -a 'qcow2 raw' -d 'Image format'
+complete -c qimg -n '__fish_seen_subcommand_from rebase' -s t -x -a 'writeback writethrough unsafe none directsync' -d 'Cache mode of the image'
+complete -c qimg -n '__fish_seen_subcommand_from rebase' -s T -x -a 'writeback writethrough unsafe none directsync' -d 'Cache mode of the backing files'
+complete -c qimg -n '__fish_seen_subcommand_from rebase' -s p -d 'Show progress'
+complete -c qimg -n '__fish_seen_subcommand_from rebase' -s u -d 'Unsafe: only change the backing file name'
+complete -c qimg -n '__fish_seen_subcommand_from rebase' -s c -d 'Write the copied clusters compressed'
+complete -c qimg -n '__fish_seen_subcommand_from rebase' -s b -r -d 'New backing file (empty: none)'
+complete -c qimg -n '__fish_seen_subcommand_from rebase' -s F -x -a 'qcow2 raw' -d 'Format of the new backing file'
+complete -c qimg -n '__fish_seen_subcommand_from rebase' -s q -d 'Quiet'
+complete -c qimg -n '__fish_seen_subcommand_from rebase' -s U -l force-share -d 'Open the new backing file without the lock'
+complete -c qimg -n '__fish_seen_subcommand_from rebase' -l object -x -d 'Secret object: secret,id=ID,data=...|file=...'
+complete -c qimg -n '__fish_seen_subcommand_from rebase' -l image-opts -d 'Image argument is an option list'
+complete -c qimg -n '__fish_seen_subcommand_from rebase' -l key-secret -x -d 'Secret id that unlocks the image'

@@ -39,7 +39,7 @@ class Driver {
   }
   virtual Status discard(uint64_t offset, uint64_t length) = 0;
   virtual Status flush() = 0;
-  virtual Status resize(uint64_t new_size) = 0;
+  virtual Status resize(uint64_t new_size, const ResizeOptions& options) = 0;
   virtual Status close() = 0;
   // The run of this layer alone that starts at offset (length <= max_length, > 0).
   virtual Result<LayerRun> layer_status(uint64_t offset, uint64_t max_length) = 0;

@@ -152,7 +152,7 @@ Status Image::write_compressed_cluster(uint64_t o, std::span<const uint8_t> c) {
 Status Image::write_zeroes(uint64_t o, uint64_t l, Unmap u) { QCOW_GUARD(driver_->write_zeroes(o, l, u)); }
 Status Image::discard(uint64_t o, uint64_t l) { QCOW_GUARD(driver_->discard(o, l)); }
 Status Image::flush() { QCOW_GUARD(driver_->flush()); }
-Status Image::resize(uint64_t n) { QCOW_GUARD(driver_->resize(n)); }
+Status Image::resize(uint64_t n, const ResizeOptions& o) { QCOW_GUARD(driver_->resize(n, o)); }
 Status Image::close() { QCOW_GUARD(driver_->close()); }
 ImageInfo Image::info() const { return driver_->info(); }
 CacheStats Image::cache_stats() const { return driver_->cache_stats(); }

@@ -20,7 +20,9 @@ class Content {
   uint64_t size() const { return size_; }
   void write(uint64_t off, std::span<const uint8_t> data);
   void zero(uint64_t off, uint64_t len);
-  void resize(uint64_t size);
+  // A shrink zeroes what lies past the new size, except [size, keep): those bytes are
+  // hidden until a later growth shows them again (QEMU keeps a last cluster's tail).
+  void resize(uint64_t size, uint64_t keep = 0);
   // The chunk at index c, or nullptr when it reads as zeros.
   const std::vector<uint8_t>* chunk(uint64_t c) const;
   const std::map<uint64_t, std::shared_ptr<const std::vector<uint8_t>>>& chunks() const { return chunks_; }

@@ -15,11 +15,13 @@
 #include <random>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <string_view>
 #include <thread>
 #include <unordered_set>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "qcow/check.hpp"
 #include "crash/content.hpp"
@@ -85,18 +87,22 @@ namespace {
 
 // ---- the model of guest contents ----
 
-// Guest contents after each step: states[0] is the base image, states[j + 1] after step j.
+// Guest contents after each step: states[0] is the base image, states[j + 1] after step j;
+// snapshots[j] are the internal snapshots (name -> content) that exist in states[j].
 struct Model {
   std::vector<Content> states;
+  std::vector<std::map<std::string, Content>> snapshots;
 };
 
-void apply_step(Content& g, const Step& s, uint64_t cluster_size, bool v2_with_backing) {
+uint64_t round_up(uint64_t v, uint64_t unit) { return (v + unit - 1) / unit * unit; }
+
+void apply_step(Content& g, const Step& s, uint64_t cluster_size, const Workload& w) {
   switch (s.kind) {
     case Step::kWrite:
     case Step::kCompressed: g.write(s.off, step_data(s)); break;
     case Step::kZero: g.zero(s.off, s.len); break;
     case Step::kDiscard: {
-      if (v2_with_backing) break;  // refused by QEMU and by libqcow: the data stays
+      if (w.v2_with_backing) break;  // refused by QEMU and by libqcow: the data stays
       // Whole clusters only (the end of the disk counts as a cluster boundary); they read as zeros.
       uint64_t a = (s.off + cluster_size - 1) / cluster_size * cluster_size;
       uint64_t b = s.off + s.len == g.size() ? g.size() : (s.off + s.len) / cluster_size * cluster_size;
@@ -104,23 +110,56 @@ void apply_step(Content& g, const Step& s, uint64_t cluster_size, bool v2_with_b
       break;
     }
     case Step::kFlush: break;
-    case Step::kResize: g.resize(s.off); break;
+    case Step::kResize:
+      if (s.off < g.size()) {
+        // QEMU keeps the last cluster's bytes past a new end (a later growth shows them).
+        g.resize(s.off, std::min(round_up(s.off, cluster_size), g.size()));
+      } else {
+        // Zeros, unless the old last cluster still holds such bytes; fresh clusters and
+        // zeroing over a backing file cover them too.
+        const bool zeroed = w.grows_over_backing || s.prealloc == qcow::Preallocation::kFalloc ||
+                            s.prealloc == qcow::Preallocation::kFull;
+        if (zeroed) g.zero(g.size(), s.off - g.size());
+        g.resize(s.off);
+      }
+      break;
   }
 }
 
-Model build_model(const Workload& w, const Content& base_content, uint64_t cluster_size) {
+// `result`: what the image reads after an offline operation that leaves no
+// Workload::after (rebase, commit: Workload::operation_result); `base_snapshots`:
+// what each snapshot name of Workload::After reads in the base image.
+Model build_model(const Workload& w, const Content& base_content, const Content& result,
+                  const std::map<std::string, Content>& base_snapshots, uint64_t cluster_size) {
   Model m;
   m.states.push_back(base_content);
+  m.snapshots.push_back(base_snapshots);
   if (w.operation) {
-    m.states.push_back(base_content);  // the operation and close
+    if (!w.after) {  // the operation and close
+      m.states.push_back(result);
+      m.snapshots.push_back(base_snapshots);
+      return m;
+    }
+    auto named = [&](const std::string& name) -> const Content& {
+      if (name.empty()) return base_content;
+      auto it = base_snapshots.find(name);
+      if (it == base_snapshots.end()) throw std::runtime_error("Workload::after names an unknown snapshot " + name);
+      return it->second;
+    };
+    m.states.push_back(named(w.after->active));
+    std::map<std::string, Content> after;
+    for (const auto& [name, source] : w.after->snapshots) after[name] = named(source);
+    m.snapshots.push_back(std::move(after));
     return m;
   }
   for (const Step& s : w.steps) {
     Content next = m.states.back();
-    apply_step(next, s, cluster_size, w.v2_with_backing);
+    apply_step(next, s, cluster_size, w);
     m.states.push_back(std::move(next));
+    m.snapshots.push_back(base_snapshots);
   }
   m.states.push_back(m.states.back());  // close()
+  m.snapshots.push_back(base_snapshots);
   return m;
 }
 
@@ -148,7 +187,7 @@ Status execute_step(qcow::Image& img, const Step& s) {
     case Step::kZero: return img.write_zeroes(s.off, s.len, s.unmap);
     case Step::kDiscard: return img.discard(s.off, s.len);
     case Step::kFlush: return img.flush();
-    case Step::kResize: return img.resize(s.off);
+    case Step::kResize: return img.resize(s.off, {s.prealloc, qcow::Shrink::kYes});
   }
   return Status::internal("unknown step");
 }
@@ -251,7 +290,6 @@ struct Judge {
   const Workload& w;
   const Options& o;
   const Model& model;
-  std::map<std::string, Content> snapshots;  // name -> content
   long base_corruptions = 0;
   std::string dir;
   Report& report;
@@ -349,24 +387,67 @@ struct Judge {
     if (corrupt || lost) report.failures.push_back(fmt::format("{}: {}: {}", st.label, fault_kind_name(st.kind), problem));
   }
 
-  // The guest content (and every snapshot's) as qemu-img reads it, against the model.
+  // The guest content and the snapshots (names and contents) as qemu-img reads them,
+  // against the model. Guest operations may leave any mix of the allowed states'
+  // bytes; an offline operation one allowed state as a whole.
   bool content_ok(const std::string& path, const std::string& raw, const State& st, std::string* why) {
     std::string out;
     if (run_tool({"qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", path, raw}, &out) != 0) {
       *why = "qemu-img convert failed: " + first_line(out);
       return false;
     }
-    if (!matches_any(Content::load_raw(raw), model.states, st.k, st.m, why)) return false;
-    for (const auto& [name, content] : snapshots) {
-      if (run_tool({"qemu-img", "convert", "-U", "-f", "qcow2", "-l", "snapshot.name=" + name, "-O", "raw", path, raw},
-                   &out) != 0) {
-        *why = fmt::format("snapshot '{}' unreadable: {}", name, first_line(out));
-        return false;
+    const Content active = Content::load_raw(raw);
+    std::set<std::string> names;
+    if (!list_snapshots(path, &names, why)) return false;
+    std::map<std::string, Content> read;  // snapshot contents, read once
+    std::string mismatch;
+    for (size_t i = st.k; i <= st.m; ++i) {
+      const auto& expected = model.snapshots[i];
+      if (names.size() != expected.size() ||
+          !std::equal(names.begin(), names.end(), expected.begin(), [](const auto& a, const auto& b) { return a == b.first; })) {
+        mismatch = fmt::format("snapshots [{}] are not those of an allowed state", fmt::join(names, " "));
+        continue;
       }
-      if (!(Content::load_raw(raw) == content)) {
-        *why = fmt::format("snapshot '{}' changed", name);
-        return false;
+      if (w.operation ? !(active == model.states[i]) : !matches_any(active, model.states, st.k, st.m, &mismatch)) {
+        if (w.operation) mismatch = fmt::format("the guest content is that of no allowed state ({}..{})", st.k, st.m);
+        continue;
       }
+      bool all = true;
+      for (const auto& [name, content] : expected) {
+        if (!read.count(name)) {
+          if (run_tool({"qemu-img", "convert", "-U", "-f", "qcow2", "-l", "snapshot.name=" + name, "-O", "raw", path, raw},
+                       &out) != 0) {
+            *why = fmt::format("snapshot '{}' unreadable: {}", name, first_line(out));
+            return false;
+          }
+          read[name] = Content::load_raw(raw);
+        }
+        if (!(read[name] == content)) {
+          mismatch = fmt::format("snapshot '{}' changed", name);
+          all = false;
+          break;
+        }
+      }
+      if (all) return true;
+    }
+    *why = mismatch;
+    return false;
+  }
+
+  // The snapshot names `qemu-img snapshot -l` lists (the TAG column).
+  static bool list_snapshots(const std::string& path, std::set<std::string>* names, std::string* why) {
+    std::string out;
+    if (run_tool({"qemu-img", "snapshot", "-U", "-l", path}, &out) != 0) {
+      *why = "qemu-img snapshot -l failed: " + first_line(out);
+      return false;
+    }
+    std::istringstream lines(out);
+    std::string line;
+    for (int n = 0; std::getline(lines, line); ++n) {
+      if (n < 2) continue;  // "Snapshot list:" and the column titles
+      std::istringstream fields(line);
+      std::string id, tag;
+      if (fields >> id >> tag) names->insert(tag);
     }
     return true;
   }
@@ -483,16 +564,24 @@ Report run_workload(const Workload& w, const Options& o) {
   if (run_tool({"qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", base_path, base_raw}, &out) != 0)
     throw std::runtime_error("qemu-img convert of the base image failed: " + out);
   const Content base_content = Content::load_raw(base_raw);
+  Content result = base_content;
+  if (!w.operation_result.empty()) {
+    const std::string image = scratch.path + "/" + w.operation_result, raw = scratch.path + "/result.raw";
+    if (run_tool({"qemu-img", "convert", "-U", "-O", "raw", image, raw}, &out) != 0)
+      throw std::runtime_error("qemu-img convert of " + image + " failed: " + out);
+    result = Content::load_raw(raw);
+  }
   const uint64_t cluster_size = image_cluster_size(base_file);
-  const Model model = build_model(w, base_content, cluster_size);
-
-  Judge j(w, o, model, scratch.path, report);
+  std::map<std::string, Content> base_snapshots;
   for (const std::string& name : w.snapshots) {
     if (run_tool({"qemu-img", "convert", "-U", "-f", "qcow2", "-l", "snapshot.name=" + name, "-O", "raw", base_path, base_raw},
                  &out) != 0)
       throw std::runtime_error("qemu-img convert -l of the base image failed: " + out);
-    j.snapshots[name] = Content::load_raw(base_raw);
+    base_snapshots[name] = Content::load_raw(base_raw);
   }
+  const Model model = build_model(w, base_content, result, base_snapshots, cluster_size);
+
+  Judge j(w, o, model, scratch.path, report);
   if (w.verdict == Verdict::kRepairable) j.base_corruptions = qemu_check(base_path).corruptions;
 
   // The recorded run must succeed and leave what the model says.

@@ -19,8 +19,12 @@
 //   4. judges each distinct state with `qemu-img check` (no corruption; leaks are
 //      fine) and `qemu-img convert -O raw` (every byte reads as in some state
 //      between the last acknowledged flush and the last operation that had
-//      started), and, where the base image has internal snapshots, reads each
-//      snapshot with qemu-img and compares it with its original content.
+//      started), and, where the image has internal snapshots, lists them and
+//      reads each with qemu-img: the set of names and every snapshot's content
+//      must be those of an allowed state. An offline operation that changes the
+//      guest view or the snapshots (snapshot create, delete, apply) names the state
+//      after its commit point (Workload::after); each crash state must then be the
+//      state before or the one after as a whole.
 //
 // Guest contents of every step come from a model seeded with qemu-img's reading
 // of the base image, so libqcow reads nothing of what it is judged on.
@@ -30,6 +34,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,10 +47,11 @@ using Bytes = std::vector<uint8_t>;
 
 struct Step {
   enum Kind { kWrite, kZero, kDiscard, kCompressed, kFlush, kResize } kind = kWrite;
-  uint64_t off = 0, len = 0;  // kResize: off = the new size
+  uint64_t off = 0, len = 0;  // kResize: off = the new size (smaller: a shrink)
   qcow::Unmap unmap = qcow::Unmap::kNo;
   uint64_t seed = 0;          // data pattern
   bool compressible = false;
+  qcow::Preallocation prealloc = qcow::Preallocation::kOff;  // kResize growing
 };
 std::string describe(const Step& s);
 Bytes step_data(const Step& s);
@@ -64,12 +70,26 @@ struct Workload {
   std::function<std::string(const std::string& dir)> prepare;
   // Guest operations (close() is appended as a final flush) ...
   std::vector<Step> steps;
-  // ... or one offline operation that leaves the guest content unchanged.
+  // ... or one offline operation that leaves the guest content unchanged ...
   std::function<qcow::Status(const std::string& path, const qcow::FileWrapFn& wrap)> operation;
+  // ... or, when set, makes it read as this image of the prepared directory read
+  // right after prepare() (commit writes an overlay's view into its base): every
+  // byte reads as before or as that image until the operation completes, then
+  // as that image.
+  std::string operation_result;
   qcow::OpenOptions open;    // cache sizes and the like for the guest operations
   Verdict verdict = Verdict::kConsistent;
-  std::vector<std::string> snapshots;  // internal snapshots whose content must survive
+  std::vector<std::string> snapshots;  // the base image's internal snapshots (all of them): their content must survive
   bool v2_with_backing = false;        // discards keep the data (QEMU refuses them)
+  bool grows_over_backing = false;     // a longer backing file lies under what resizes grow: it reads as zeros
+  // What an `operation` changes, as of its commit point. Contents are named by what
+  // they read in the base image: "" is its active image, anything else one of its
+  // snapshots (by name).
+  struct After {
+    std::string active;                                          // the active image afterwards
+    std::vector<std::pair<std::string, std::string>> snapshots;  // every snapshot afterwards: name, content
+  };
+  std::optional<After> after;  // unset: the operation changes no content
 };
 
 std::vector<Workload> all_workloads();

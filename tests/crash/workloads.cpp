@@ -4,13 +4,19 @@
 // image libqcow did not write.
 #include <fmt/format.h>
 
+#include <filesystem>
+#include <optional>
 #include <random>
 #include <stdexcept>
 
 #include "crash/harness.hpp"
 #include "crash/tools.hpp"
 #include "qcow/amend.hpp"
+#include "qcow/chain.hpp"
 #include "qcow/check.hpp"
+#include "qcow/commit.hpp"
+#include "qcow/rebase.hpp"
+#include "qcow/snapshot.hpp"
 
 namespace crash {
 namespace {
@@ -272,6 +278,82 @@ Workload snapshot_sharing(const std::string& name, const std::string& opts, uint
   return w;
 }
 
+// Shrinking and growing again with an internal snapshot sharing clusters (its
+// references survive the shrink); shrinks to an end inside a cluster keep that
+// cluster's tail, as QEMU does. 4 KiB clusters: several L2 tables lie past each end.
+Workload shrink(const std::string& name, const std::string& opts, uint64_t cluster, uint64_t seed) {
+  Workload w;
+  const uint64_t size = 12 * cluster * 512;  // 6 L2 tables (3 with extended L2)
+  w.name = name;
+  w.what = fmt::format("shrink and grow again, writes across the ends, an internal snapshot sharing clusters, {}", opts);
+  w.snapshots = {"s1"};
+  w.prepare = [=](const std::string& d) {
+    std::string p = qcow2(d, opts, size);
+    qemu_io(p, {fmt::format("write -P 0x31 0 {}", size / 2), fmt::format("write -c -P 0x32 {} {}", size / 2, 4 * cluster),
+                fmt::format("write -z {} {}", size / 2 + 8 * cluster, 8 * cluster),
+                fmt::format("write -P 0x33 {} {}", size - 16 * cluster, 16 * cluster)});
+    tool({"qemu-img", "snapshot", "-c", "s1", p});
+    qemu_io(p, {fmt::format("write -P 0x34 {} {}", size / 4, 8 * cluster), fmt::format("write -P 0x35 {} {}", size - 4 * cluster, cluster)});
+    return p;
+  };
+  Gen g(seed);
+  auto resize_to = [&](uint64_t n) {
+    Step r;
+    r.kind = Step::kResize;
+    r.off = n;
+    w.steps.push_back(r);
+  };
+  const uint64_t small = size / 3 + 3 * cluster + 512, medium = size * 2 / 3, tiny = 2 * cluster * 64;
+  for (int i = 0; i < 4; ++i) w.steps.push_back(g.write_in({0, size}, 3 * cluster, 512));
+  w.steps.push_back(flush());
+  resize_to(small);
+  for (int i = 0; i < 4; ++i) w.steps.push_back(g.write_in({small / 2, small}, 2 * cluster, 512));
+  w.steps.push_back(flush());
+  resize_to(medium);
+  for (int i = 0; i < 4; ++i) w.steps.push_back(g.write_in({small - cluster, medium}, 2 * cluster, 512));
+  resize_to(tiny);
+  w.steps.push_back(g.write_in({0, tiny}, 2 * cluster, 512));
+  w.steps.push_back(flush());
+  resize_to(size);
+  w.steps.push_back(g.write_in({tiny, size}, 2 * cluster, 512));
+  return w;
+}
+
+// Growth over a longer raw backing file (the new part must read zeros: zero flags,
+// explicit zeros for a partial unit) and growth with preallocation.
+Workload grow(const std::string& name, const std::string& opts, bool backing, uint64_t seed) {
+  Workload w;
+  const uint64_t size = 640 << 10;
+  w.name = name;
+  w.what = fmt::format("growth {}, shrinks in between, {}", backing ? "over a longer raw backing file" : "with preallocation", opts);
+  w.grows_over_backing = backing;
+  w.prepare = [=](const std::string& d) {
+    std::string o = opts;
+    if (backing) o += std::string(o.empty() ? "" : ",") + "backing_file=" + raw_backing(d, 4 << 20) + ",backing_fmt=raw";
+    std::string p = qcow2(d, o, size);
+    qemu_io(p, {"write -P 0x41 0 100k", "write -P 0x42 500k 100k"});
+    return p;
+  };
+  Gen g(seed);
+  // Metadata preallocation last: after a shrink freed clusters that still hold data.
+  const qcow::Preallocation modes[] = {qcow::Preallocation::kFalloc, qcow::Preallocation::kFull,
+                                       qcow::Preallocation::kOff, qcow::Preallocation::kMetadata};
+  const uint64_t sizes[] = {(1 << 20) + 4096, 3 << 20, 1 << 20, (2 << 20) + 65536};
+  uint64_t current = size;
+  for (int i = 0; i < 4; ++i) {
+    Step r;
+    r.kind = Step::kResize;
+    r.off = sizes[i];
+    if (!backing && sizes[i] > current) r.prealloc = modes[i];
+    w.steps.push_back(r);
+    const uint64_t end = std::min(current, sizes[i]);  // writes across the old end, or the new one
+    w.steps.push_back(g.write_in({end - std::min<uint64_t>(end, 8192), sizes[i]}, 20000, 512));
+    if (i % 2) w.steps.push_back(flush());
+    current = sizes[i];
+  }
+  return w;
+}
+
 // ---- offline operations ----
 
 // Many small L2 tables (16 KiB clusters: one table maps 32 MiB, 16 MiB with extended L2),
@@ -317,6 +399,48 @@ Workload amend(const std::string& name, const std::string& opts, bool backing, b
   return w;
 }
 
+// Data, compressed and zero clusters spread over several L2 tables (the callers' cluster
+// sizes give 4 to 40 of them), two snapshots and writes after each, so the snapshots
+// share some clusters with each other and the active image, and not others. With
+// `resized`, the image grows between the snapshots (applying s1 shrinks it back).
+std::string with_snapshots(const std::string& d, const std::string& opts, uint64_t size, bool resized) {
+  std::string p = qcow2(d, opts, size);
+  std::vector<std::string> cmds;
+  for (uint64_t off = 0, i = 0; off + (96 << 10) <= size; off += size / 16, ++i) {
+    cmds.push_back(fmt::format("write -q -P {} {} 40k", 0x50 + i, off + (i % 3) * 4096));
+    if (i % 4 == 1) cmds.push_back(fmt::format("write -q -c -P {} {} 32k", 0x70 + i, off + (64 << 10)));
+    if (i % 4 == 2) cmds.push_back(fmt::format("write -q -z {} 32k", off + (64 << 10)));
+  }
+  qemu_io(p, cmds);
+  tool({"qemu-img", "snapshot", "-c", "s1", p});
+  qemu_io(p, {"write -q -P 0x61 0 24k", fmt::format("write -q -P 0x62 {} 8k", size / 2)});
+  if (resized) tool({"qemu-img", "resize", "-q", p, std::to_string(size + size / 2)});
+  tool({"qemu-img", "snapshot", "-c", "s2", p});
+  qemu_io(p, {"write -q -P 0x63 4k 8k", fmt::format("write -q -z {} 16k", size / 4)});
+  return p;
+}
+
+// qcow::create_snapshot / delete_snapshot / apply_snapshot as offline operations.
+Workload snapshot_op(const std::string& name, const std::string& opts, uint64_t size, const std::string& op,
+                     Workload::After after) {
+  Workload w;
+  w.name = name;
+  w.what = fmt::format("snapshot {} ({}), two snapshots sharing clusters with the active image", op, opts);
+  w.snapshots = {"s1", "s2"};
+  const bool apply = op.rfind("apply", 0) == 0;
+  w.prepare = [=](const std::string& d) { return with_snapshots(d, opts, size, apply); };
+  w.after = std::move(after);
+  w.operation = [op](const std::string& path, const qcow::FileWrapFn& wrap) -> qcow::Status {
+    qcow::SnapshotOptions o;
+    o.wrap_file = wrap;
+    const std::string arg = op.substr(op.find(' ') + 1);
+    if (op.rfind("create", 0) == 0) return qcow::create_snapshot(path, arg, o).status();
+    if (op.rfind("delete", 0) == 0) return qcow::delete_snapshot(path, arg, qcow::SnapshotMatch::kName, o);
+    return qcow::apply_snapshot(path, arg, qcow::SnapshotMatch::kIdOrName, o);
+  };
+  return w;
+}
+
 // Damage: a data cluster's refcount set to 0 (a corruption: the repair must raise it, or
 // rebuild) and the header cluster's set to 3 (a leak).
 Workload repair(const std::string& name, const std::string& opts) {
@@ -352,6 +476,118 @@ Workload repair(const std::string& name, const std::string& opts) {
     o.wrap_file = wrap;
     auto r = qcow::check_image(path, o);
     return r.status();
+  };
+  return w;
+}
+
+// ---- rebase and commit ----
+
+// Guest data of the rebase and commit images: pattern writes (some partial and
+// unaligned), zeros, and a discard, so that layers differ in every way.
+std::vector<std::string> layer_data(uint64_t size, int seed) {
+  std::vector<std::string> cmds;
+  Gen g(uint64_t(seed) * 7919);
+  for (int i = 0; i < 14; ++i) {
+    const uint64_t len = 512 + g.rnd(90000), off = g.rnd(size - len);
+    if (i % 5 == 4) cmds.push_back(fmt::format("write -q -z {} {}", off, len));
+    else cmds.push_back(fmt::format("write -q -P {} {} {}", 0x20 + seed * 16 + i, off, len));
+  }
+  return cmds;
+}
+
+qcow::Result<qcow::Image> open_image(const std::string& path, qcow::OpenOptions o) { return qcow::Image::open(path, o); }
+
+// Rebase of the image (an overlay of old.qcow2) onto `new_name` ("" flattens): the
+// image must read the same in every state, through whichever backing file its header names.
+Workload rebase(const std::string& name, const std::string& overlay_opts, const std::string& old_opts,
+                const std::string& new_opts, const std::string& new_name, bool compress) {
+  Workload w;
+  w.name = name;
+  w.what = fmt::format("rebase{} of an overlay ({}) from old.qcow2 ({}) onto {}", compress ? " -c" : "", overlay_opts,
+                       old_opts, new_name.empty() ? "nothing (flatten)" : new_name + " (" + new_opts + ")");
+  const uint64_t size = 2 << 20;
+  w.prepare = [=](const std::string& d) {
+    const std::string old_path = qcow2(d, old_opts, size, "old.qcow2");
+    qemu_io(old_path, layer_data(size, 1));
+    if (!new_name.empty()) {
+      const std::string new_path = qcow2(d, new_opts, size, new_name);
+      // Much the same data with some differences: only those units must be copied.
+      std::vector<std::string> cmds = layer_data(size, 1);
+      cmds.resize(7);
+      for (int i = 0; i < 6; ++i) cmds.push_back(fmt::format("write -q -P {} {} {}", 0x70 + i, 300000 * i + 4000, 5000 + 9000 * i));
+      qemu_io(new_path, cmds);
+    }
+    const std::string p = qcow2(d, "backing_file=old.qcow2,backing_fmt=qcow2," + overlay_opts, size);
+    std::vector<std::string> own = layer_data(size, 3);
+    own.resize(5);
+    qemu_io(p, own);
+    return p;
+  };
+  w.operation = [new_name, compress](const std::string& path, const qcow::FileWrapFn& wrap) -> qcow::Status {
+    std::lock_guard lock(spawn_mutex());  // no child may inherit (and keep) a locked descriptor
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    qcow::OpenOptions o;
+    o.writable = true;
+    o.wrap_file = wrap;
+    QCOW_ASSIGN_OR_RETURN(qcow::Image img, open_image(path, o));
+    std::optional<qcow::Image> nb;
+    qcow::RebaseOptions r;
+    r.compress = compress ? qcow::Compress::kYes : qcow::Compress::kNo;
+    if (!new_name.empty()) {
+      r.new_backing_layer = qcow::find_backing_image(img.chain_info(), qcow::backing_file_path(path, new_name));
+      QCOW_ASSIGN_OR_RETURN(qcow::Image n, open_image(dir + "/" + new_name, {}));
+      nb.emplace(std::move(n));
+    }
+    QCOW_TRY(qcow::rebase_copy_differences(img, nb ? &*nb : nullptr, r).status());
+    QCOW_TRY(qcow::set_backing_file(img, new_name, new_name.empty() ? std::nullopt : std::optional<std::string>("qcow2")));
+    return img.close();
+  };
+  return w;
+}
+
+// Commit of top.qcow2 (an overlay of the judged image) into the judged image, then
+// top emptied: the base reads as before or as top read, byte by byte, until done.
+Workload commit(const std::string& name, const std::string& base_opts, uint64_t base_size, const std::string& top_opts,
+                uint64_t top_size, bool snapshot) {
+  Workload w;
+  w.name = name;
+  w.what = fmt::format("commit of an overlay ({}, {} KiB) into its base ({}, {} KiB{})", top_opts, top_size >> 10,
+                       base_opts, base_size >> 10, snapshot ? ", internal snapshot" : "");
+  w.operation_result = "top.qcow2";
+  if (snapshot) w.snapshots = {"s1"};
+  w.prepare = [=](const std::string& d) {
+    const std::string p = qcow2(d, base_opts, base_size);
+    qemu_io(p, layer_data(base_size, 1));
+    if (snapshot) {
+      tool({"qemu-img", "snapshot", "-c", "s1", p});
+      qemu_io(p, {"write -q -P 0x66 64k 100k"});
+    }
+    write_file(d + "/work.qcow2", read_file(p));  // the judged copy, which top.qcow2 names
+    const std::string top = qcow2(d, "backing_file=work.qcow2,backing_fmt=qcow2," + top_opts, top_size, "top.qcow2");
+    qemu_io(top, layer_data(top_size, 2));
+    write_file(d + "/top.orig", read_file(top));
+    return p;
+  };
+  w.operation = [](const std::string& path, const qcow::FileWrapFn& wrap) -> qcow::Status {
+    std::lock_guard lock(spawn_mutex());
+    const std::string dir = std::filesystem::path(path).parent_path().string(), top = dir + "/top.qcow2";
+    write_file(top, read_file(dir + "/top.orig"));  // each run starts from the same overlay
+    qcow::OpenOptions lo;
+    lo.writable = true;
+    lo.open_backing = false;
+    QCOW_ASSIGN_OR_RETURN(qcow::Image image, open_image(top, lo));
+    qcow::OpenOptions vo;
+    vo.force_share = true;
+    QCOW_ASSIGN_OR_RETURN(qcow::Image view, open_image(top, vo));
+    qcow::OpenOptions bo;
+    bo.writable = true;
+    bo.format = qcow::Format::kQcow2;
+    bo.wrap_file = wrap;
+    QCOW_ASSIGN_OR_RETURN(qcow::Image base, open_image(path, bo));
+    QCOW_TRY(qcow::commit_into_base(view, base, 1).status());
+    QCOW_TRY(base.close());
+    QCOW_TRY(qcow::make_image_empty(image));
+    return image.close();
   };
   return w;
 }
@@ -402,8 +638,36 @@ std::vector<Workload> all_workloads() {
                     [](qcow::AmendOptions& a) { a.refcount_bits = 64; }, "refcount_bits=64"));
   w.push_back(amend("amend-lazy", "", false, false, [](qcow::AmendOptions& a) { a.lazy_refcounts = true; },
                     "lazy_refcounts=on"));
+  // Snapshots: create, delete and apply commit with one header write.
+  using After = Workload::After;
+  const After both{"", {{"s1", "s1"}, {"s2", "s2"}}};
+  for (const auto& [suffix, opts, size] : {std::tuple<std::string, std::string, uint64_t>{"std", "cluster_size=4k", 8 << 20},
+                                           {"ext", "cluster_size=16k,extended_l2=on", 40 << 20},
+                                           {"512", "cluster_size=512,refcount_bits=64", 2 << 20}}) {
+    w.push_back(snapshot_op("snapshot-create-" + suffix, opts, size, "create s3",
+                            After{"", {{"s1", "s1"}, {"s2", "s2"}, {"s3", ""}}}));
+    w.push_back(snapshot_op("snapshot-delete-" + suffix, opts, size, "delete s1", After{"", {{"s2", "s2"}}}));
+    w.push_back(snapshot_op("snapshot-apply-" + suffix, opts, size, "apply s1", After{"s1", both.snapshots}));
+  }
+  // Shrinking and growing (guest operations: Image::resize).
+  w.push_back(shrink("shrink-std", "cluster_size=4k", 4096, 91));
+  w.push_back(shrink("shrink-ext", "cluster_size=16k,extended_l2=on", 16384, 92));
+  w.push_back(grow("grow-backing-std", "cluster_size=4k", true, 93));
+  w.push_back(grow("grow-backing-ext", "cluster_size=16k,extended_l2=on", true, 94));
+  w.push_back(grow("grow-prealloc-std", "cluster_size=4k", false, 95));
+  w.push_back(grow("grow-prealloc-ext", "cluster_size=16k,extended_l2=on", false, 96));
   w.push_back(repair("repair-std", "cluster_size=64k"));
   w.push_back(repair("repair-ext", "extended_l2=on"));
+  // rebase (the overlay is judged) and commit (the base is judged).
+  w.push_back(rebase("rebase-ext", "extended_l2=on", "cluster_size=4k", "cluster_size=64k", "new.qcow2", false));
+  w.push_back(rebase("rebase-2m-ext-over-64k", "cluster_size=2M,extended_l2=on", "", "", "new.qcow2", false));
+  w.push_back(rebase("rebase-flatten-512", "cluster_size=512", "cluster_size=64k", "", "", false));
+  w.push_back(rebase("rebase-compressed", "cluster_size=64k", "cluster_size=16k,extended_l2=on", "", "new.qcow2", true));
+  w.push_back(rebase("rebase-longer-name", "cluster_size=64k", "", "", "a-much-longer-backing-file-name.qcow2", false));
+  w.push_back(commit("commit-ext-base", "extended_l2=on", 2 << 20, "cluster_size=4k", 2 << 20, false));
+  w.push_back(commit("commit-std-base-grows", "cluster_size=64k", 1 << 20, "extended_l2=on,cluster_size=16k", 3 << 20, false));
+  w.push_back(commit("commit-base-snapshot", "cluster_size=16k", 2 << 20, "cluster_size=64k", 2 << 20, true));
+  w.push_back(commit("commit-v2-base", "compat=0.10,cluster_size=4k", 1 << 20, "extended_l2=on", 1 << 20, false));
   return w;
 }
 

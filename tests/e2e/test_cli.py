@@ -23,7 +23,7 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import qimgtest  # noqa: E402
 
-SUBCOMMANDS = ("create", "info", "io", "convert", "map", "measure", "compare")
+SUBCOMMANDS = ("create", "info", "io", "convert", "map", "measure", "compare", "rebase", "commit")
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT = 20
 

@@ -146,6 +146,17 @@ struct Extent {
 // uncompressed data apart.
 bool map_mergeable(const Extent& curr, const Extent& next);
 
+// How Image::resize changes the virtual size (qemu-img resize's options).
+enum class Shrink { kNo, kYes };
+struct ResizeOptions {
+  // How the grown part is allocated (qcow2: off, metadata, falloc, full; raw: off,
+  // falloc, full). Growing only.
+  Preallocation preallocation = Preallocation::kOff;
+  // Whether the size may go down (kInvalidArgument otherwise): what lies past the
+  // new end is discarded.
+  Shrink shrink = Shrink::kNo;
+};
+
 struct CacheStats {
   uint64_t l2_hits = 0, l2_misses = 0;
 };
@@ -215,9 +226,16 @@ class Image {
   // Writes all cached metadata in order (refcounts before L2 before L1 before
   // the header) and syncs the host file.
   Status flush();
-  // Changes the virtual size. qcow2 images can only grow (kUnsupported
-  // otherwise); raw images are truncated or extended. Needs a writable image.
-  Status resize(uint64_t new_size);
+  // Changes the virtual size (qemu's truncate, as qemu-img resize does it). Needs a
+  // writable image. Growing reads as zeros, also where a longer backing file lies
+  // under the new part (qcow2 then writes zero flags; compat=0.10 cannot:
+  // kUnsupported), and allocates it as options.preallocation says. Shrinking needs
+  // Shrink::kYes: qcow2 frees every cluster past the new end (snapshots keep theirs)
+  // and cuts the file after its last used cluster; the new size is committed first,
+  // by one header write, so a crash leaves the old or the new size and contents.
+  // qcow2 sizes are multiples of 512; compat=0.10 images with snapshots cannot be
+  // resized (kUnsupported), as in QEMU.
+  Status resize(uint64_t new_size, const ResizeOptions& options = {});
   // Flushes everything, backing files included, and reports the errors the
   // destructor could only log. Calling it again returns OK; no other call is
   // allowed afterwards (only destruction).

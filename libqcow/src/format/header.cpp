@@ -204,7 +204,9 @@ void encode_fixed_header(const Header& h, std::span<uint8_t> out) {
   store_be32(p + 100, h.header_length);
 }
 
-Result<std::vector<uint8_t>> encode_header(const Header& h) {
+Result<std::vector<uint8_t>> encode_header(const Header& h) { return encode_header_layout(h, {}, nullptr); }
+
+Result<std::vector<uint8_t>> encode_header_layout(const Header& h, const HeaderLayout& layout, uint64_t* extensions_end) {
   const uint64_t cs = h.cluster_size();
   std::vector<uint8_t> out(cs, 0);
   uint8_t* p = out.data();
@@ -241,7 +243,7 @@ Result<std::vector<uint8_t>> encode_header(const Header& h) {
     ok &= put_ext(kExtDataFile, reinterpret_cast<const uint8_t*>(h.data_file->data()), h.data_file->size());
   // Like QEMU, only with clusters above 4 KiB: the 392-byte table would leave no room for
   // a backing file name in a 512-byte cluster.
-  if (h.version >= 3 && cs > 4096) {
+  if (h.version >= 3 && cs > 4096 && layout.feature_table) {
     std::vector<uint8_t> table(std::size(kKnownFeatures) * 48, 0);
     for (size_t i = 0; i < std::size(kKnownFeatures); ++i) {
       table[i * 48] = kKnownFeatures[i].type;
@@ -260,8 +262,13 @@ Result<std::vector<uint8_t>> encode_header(const Header& h) {
   for (const auto& e : h.unknown_extensions) ok &= put_ext(e.type, e.data.data(), e.data.size());
   if (!ok || off + 8 > cs) return Status::invalid("header extensions do not fit in the first cluster");
   off += 8;  // end-of-extensions marker (zeros)
+  if (extensions_end) *extensions_end = off;
   if (!h.backing_file.empty()) {
     if (h.backing_file.size() > kMaxBackingFileNameLength) return Status::invalid("backing file name longer than 1023 bytes");
+    if (layout.backing_file_offset) {
+      if (layout.backing_file_offset < off) return Status::invalid("backing file name offset inside the header extensions");
+      off = layout.backing_file_offset;
+    }
     if (off + h.backing_file.size() > cs) return Status::invalid("backing file name does not fit in the first cluster");
     store_be64(p + 8, off);
     store_be32(p + 16, uint32_t(h.backing_file.size()));

@@ -99,6 +99,17 @@ void encode_fixed_header(const Header& h, std::span<uint8_t> out);
 // Fails with kInvalidArgument when they do not fit.
 Result<std::vector<uint8_t>> encode_header(const Header& h);
 
+// Where encode_header_layout() puts things: the optional feature name table
+// (QEMU writes it with clusters above 4 KiB) can be left out, and the backing
+// file name placed at a chosen offset after the extensions (0: right after them).
+struct HeaderLayout {
+  bool feature_table = true;
+  uint64_t backing_file_offset = 0;
+};
+// encode_header() with that layout; *extensions_end (when given) receives the end
+// of the extensions, their end marker included.
+Result<std::vector<uint8_t>> encode_header_layout(const Header& h, const HeaderLayout& layout, uint64_t* extensions_end);
+
 // Names of incompatible feature bits we do not support, from the feature table when present.
 std::string describe_unknown_incompatible(const Header& h, uint64_t bits);
 

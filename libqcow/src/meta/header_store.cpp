@@ -102,4 +102,30 @@ Status HeaderStore::rewrite(const Header& h) {
   return Status::ok();
 }
 
+Status HeaderStore::rewrite_atomic(const Header& h) {
+  constexpr uint64_t kSector = 512;
+  const uint64_t cs = h.cluster_size();
+  uint64_t ext_end = 0;
+  auto lean = encode_header_layout(h, {false, 0}, &ext_end);
+  if (!lean || ext_end > kSector) return rewrite(h);
+  std::vector<uint8_t> bytes = std::move(lean).value();
+  if (ext_end + h.backing_file.size() > kSector) {
+    // The name goes after everything the current header uses (fields, extensions, name).
+    std::vector<uint8_t> current(cs);
+    QCOW_ASSIGN_OR_RETURN(size_t got, file_->read_at(0, current));
+    uint64_t used = std::min<uint64_t>(got, cs);
+    while (used > 0 && current[used - 1] == 0) --used;
+    const uint64_t at = std::max(kSector, align_up(used, kSector));
+    if (at + h.backing_file.size() > cs) return rewrite(h);
+    QCOW_ASSIGN_OR_RETURN(bytes, encode_header_layout(h, {false, at}, nullptr));
+    QCOW_TRY(file_->write_metadata(Structure::kMainHeader, at,
+                                   std::span<const uint8_t>(bytes.data() + at, h.backing_file.size())));
+    QCOW_TRY(file_->barrier());  // the name is on the disk before sector 0 points at it
+  }
+  QCOW_ASSIGN_OR_RETURN(Header parsed, parse_header(bytes));
+  QCOW_TRY(file_->write_metadata(Structure::kMainHeader, 0, std::span<const uint8_t>(bytes.data(), kSector)));
+  h_ = std::move(parsed);
+  return Status::ok();
+}
+
 }  // namespace qcow

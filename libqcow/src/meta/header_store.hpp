@@ -35,6 +35,14 @@ class HeaderStore {
   // Makes the file hold `next`: when only named fields differ, one write spanning them
   // (inside the first sector, so a crash cannot tear it); otherwise a rewrite().
   Status commit(const Header& next);
+  // rewrite(), but a crash that tears the write into 512-byte sectors still
+  // leaves the old header or the new one: the fields and extensions go into
+  // sector 0 alone (without the optional feature name table, which would not
+  // fit), and a backing file name that does not fit there is written first,
+  // and made durable, into sectors the current header does not use. Falls back
+  // to rewrite() when that is impossible (extensions longer than a sector, no
+  // free room in the cluster).
+  Status rewrite_atomic(const Header& h);
   // Changes the in-memory copy only, for what a version 2 header cannot store
   // (the corrupt bit QEMU also keeps in memory there).
   void set_in_memory(const std::function<void(Header&)>& change) { change(h_); }

@@ -62,6 +62,16 @@ Status ImageFile::grow(uint64_t size) {
   return Status::ok();
 }
 
+Status ImageFile::shrink(uint64_t size) {
+  QCOW_TRY(before_write());
+  QCOW_ASSIGN_OR_RETURN(uint64_t current, file_->size());
+  if (size >= current) return Status::ok();
+  QCOW_TRY(refuse_overlap(size, current - size, mask_, "file truncation"));
+  QCOW_TRY(after(file_->truncate(size)));
+  pending_ = true;
+  return Status::ok();
+}
+
 Status ImageFile::barrier() {
   QCOW_TRY(before_write());
   if (!pending_) return Status::ok();

@@ -66,6 +66,9 @@ class ImageFile {
   Status check_free(uint64_t offset, uint64_t length, const char* purpose);
   // Grows the file to `size` (never shrinks it).
   Status grow(uint64_t size);
+  // Cuts the file back to `size` (never grows it): the tail a shrink or a failed
+  // change left unused. Refused when a registered structure lies past `size`.
+  Status shrink(uint64_t size);
 
   // Makes every earlier write durable; flushes only if anything was written since.
   Status barrier();

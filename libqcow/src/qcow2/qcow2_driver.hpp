@@ -3,7 +3,7 @@
 // read.cpp (L2 entry access, mapping lookup, read, layer status), write.cpp
 // (in-place and allocating writes, copy-on-write), zero.cpp (write_zeroes, discard),
 // compressed.cpp (compressed writes), flush.cpp (flush ordering, close), resize.cpp
-// (virtual size, L1 growth), create.cpp, preallocate.cpp, crypt.cpp (LUKS/AES data
+// and shrink.cpp (virtual size, L1 growth), create.cpp, preallocate.cpp, crypt.cpp (LUKS/AES data
 // path), snapshot.cpp (snapshot table), bitmaps.cpp (bitmap directory for info).
 #pragma once
 
@@ -47,7 +47,7 @@ class Qcow2Driver final : public Driver {
   Status store_compressed(uint64_t offset, std::span<const uint8_t> compressed) override;
   Status discard(uint64_t offset, uint64_t length) override;
   Status flush() override;
-  Status resize(uint64_t new_size) override;
+  Status resize(uint64_t new_size, const ResizeOptions& options = {}) override;
   Status close() override;
   Result<LayerRun> layer_status(uint64_t offset, uint64_t max_length) override;
   Result<LayerRun> map_status(uint64_t offset, uint64_t max_length) override;
@@ -79,6 +79,13 @@ class Qcow2Driver final : public Driver {
   // rewrite. The caller abandons the driver afterwards.
   Refcounts& refcounts() { return *refcounts_; }
   Status commit_header(const Header& h) { return header_.commit(h); }
+  // The same, safe against a write torn into sectors (HeaderStore::rewrite_atomic; rebase).
+  Status commit_header_atomic(const Header& h) { return header_.rewrite_atomic(h); }
+  // The commit point of a change prepared in fresh clusters (snapshot/): the named
+  // fields in one header write (no flush).
+  Status commit_fields(std::initializer_list<HeaderField> fields, const std::function<void(Header&)>& change) {
+    return header_.update(fields, change);
+  }
   // Switches to refcount structures written elsewhere in the file (check's and amend's
   // rebuild): flushes them, commits the header fields (with a new refcount width when
   // given) in one write, and reloads the refcounts. The commit point of a rebuild.
@@ -87,6 +94,11 @@ class Qcow2Driver final : public Driver {
   // The one choke point for L2 entries (guest offset -> entry of its cluster).
   Result<L2Entry> get_l2_entry(uint64_t guest_offset);
   Status set_l2_entry(uint64_t guest_offset, L2Entry e);
+  // What a caller of set_l2_entry() needs (commit's make_image_empty): the L2 table of
+  // a guest offset made ours alone (copied when a snapshot shares it), and the old host
+  // cluster(s) of a replaced entry scheduled for freeing at the next flush.
+  Result<uint64_t> ensure_l2_writable(uint64_t guest_offset);
+  Status release_host(L2Entry old);
 
  private:
   // Steps of open().
@@ -102,7 +114,6 @@ class Qcow2Driver final : public Driver {
   // Reads the guest view, zero-filling past the virtual size (copy-on-write fills use this).
   Status read_view(uint64_t offset, std::span<uint8_t> buf);
   Status read_compressed(L2Entry e, uint64_t guest_cluster, std::span<uint8_t> out, uint64_t in_cluster);
-  Result<uint64_t> ensure_l2_writable(uint64_t guest_offset);
   Result<uint64_t> l2_slice_position(uint64_t l2_offset, uint64_t guest_offset, uint64_t* in_slice);
   bool can_write_in_place(L2Entry e) const;
   Status write_guest(uint64_t offset, std::span<const uint8_t> buf, Compress compress);  // write() without guard()
@@ -115,9 +126,18 @@ class Qcow2Driver final : public Driver {
   Status discard_guest(uint64_t offset, uint64_t length);
   Status store_compressed_cluster(uint64_t offset, std::span<const uint8_t> compressed);
   Result<uint64_t> alloc_compressed_bytes(uint64_t size);
-  Status release_host(L2Entry old);  // schedules the old host cluster(s) of an entry for freeing
   Status zero_units(uint64_t offset, uint64_t length, Unmap unmap);
   Status grow_l1(uint64_t entries);
+  // resize (resize.cpp, shrink.cpp).
+  Status grow_to(uint64_t new_size, Preallocation mode);
+  Status shrink_to(uint64_t new_size);
+  Status preallocate_range(uint64_t from, uint64_t to, Preallocation mode, uint64_t bitmap);
+  Status zero_grown(uint64_t old_size, uint64_t end);
+  Status zero_tail(uint64_t from, uint64_t to);
+  Status past_the_end(uint64_t size, const std::function<Status()>& op);
+  // Drops every cluster mapped at or past the cluster-aligned guest offset `from`.
+  Status clear_beyond(uint64_t from);
+  Status truncate_unused_tail();
   Status flush_metadata();  // flush() without the corruption guard (used inside operations)
   // The one writer of the in-memory active L1 table: keeps the overlap map in step.
   void set_l1_entry(uint64_t index, uint64_t entry);

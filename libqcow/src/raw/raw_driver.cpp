@@ -54,9 +54,17 @@ class RawDriver final : public Driver {
     return file_->punch_hole(off, len);
   }
   Status flush() override { return writable_ ? file_->flush() : Status::ok(); }
-  Status resize(uint64_t n) override {
+  // QEMU's file driver: the file is cut or extended; the grown part is fallocated
+  // (falloc) or written with zeros (full).
+  Status resize(uint64_t n, const ResizeOptions& o) override {
     if (!writable_) return Status::error(ErrorCode::kReadOnly, fmt::format("{}: image is opened read-only", path()));
+    if (n < size_ && o.shrink != Shrink::kYes)
+      return Status::invalid(fmt::format("{}: shrinking needs Shrink::kYes", path()));
+    if (o.preallocation == Preallocation::kMetadata) return Status::unsupported("Unsupported preallocation mode: metadata");
+    const uint64_t old = file_length_;
     QCOW_TRY(file_->truncate(n));
+    if (n > old && o.preallocation == Preallocation::kFalloc) QCOW_TRY(file_->allocate(old, n - old));
+    if (n > old && o.preallocation == Preallocation::kFull) QCOW_TRY(write_zeros(old, n - old, [this](uint64_t o, std::span<const uint8_t> z) { return file_->write_at(o, z); }));
     size_ = sector_round_up(n);
     file_length_ = n;
     return Status::ok();
