@@ -72,7 +72,7 @@ int run_commit(const CommitOptions& o) {
 
   qcow::OpenOptions base_options = options;
   base_options.open_backing = true;
-  base_options.format = qcow::parse_format(chain[layer].format);
+  base_options.format = chain[layer].format;
   auto base = qcow::Image::open(chain[layer].filename, base_options);
   if (!base) return fail(base.status());
   Progress progress(o.progress && !o.quiet, view->size());

@@ -70,7 +70,7 @@ int run_rebase(const RebaseOptions& o) {
       std::string nb_path = path;
       if (r.new_backing_layer) {
         nb_path = chain[*r.new_backing_layer].filename;
-        nb_format = chain[*r.new_backing_layer].format;
+        nb_format = qcow::format_name(chain[*r.new_backing_layer].format);
       }
       auto opened = qcow::Image::open(nb_path, [&] {
         qcow::OpenOptions x = nb;

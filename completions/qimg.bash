@@ -9,11 +9,11 @@ _qimg()
     local cur prev words cword
     _init_completion -s || return
 
-    local commands="amend bench check commit compare convert create info io map measure rebase"
+    local commands="amend bench check commit compare convert create info io map measure rebase resize snapshot"
     local cmd="" i
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            amend|bench|check|commit|compare|convert|create|info|io|map|measure|rebase) cmd=${words[i]}; break ;;
+            amend|bench|check|commit|compare|convert|create|info|io|map|measure|rebase|resize|snapshot) cmd=${words[i]}; break ;;
         esac
     done
 
@@ -92,6 +92,8 @@ _qimg()
             compare) opts="-f -F -s -p -q -U --force-share -T --object --image-opts --key-secret --help" ;;
             measure) opts="--output -O -o -f -l --size -U --force-share --object --image-opts --key-secret --help" ;;
             rebase)  opts="-f -t -T -p -u -c -b -F -q -U --force-share --object --image-opts --key-secret --help" ;;
+            resize)  opts="-f --preallocation= --shrink -q --object --image-opts --key-secret --help" ;;
+            snapshot) opts="-l -a -c -d -q -U --force-share --object --image-opts --key-secret --help" ;;
         esac
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
         [[ ${COMPREPLY-} == *= ]] && compopt -o nospace

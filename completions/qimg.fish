@@ -1,6 +1,6 @@
 # fish completion for qimg. Keep in sync with cli/main.cpp and man/qimg.1.
 
-set -l cmds amend bench check commit compare convert create info io map measure rebase
+set -l cmds amend bench check commit compare convert create info io map measure rebase resize snapshot
 set -l amend_keys backing_file= backing_fmt= compat= extended_l2= lazy_refcounts= refcount_bits= size= help
 set -l okeys backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= lazy_refcounts= preallocation= refcount_bits= size= help
 
@@ -19,6 +19,8 @@ complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a io -d 'Run qemu-i
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a map -d 'Show the allocation map'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a measure -d 'Calculate the file size required for a new image'
 complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a rebase -d 'Change the backing file of an image'
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a resize -d 'Change the virtual size of an image'
+complete -c qimg -n "not __fish_seen_subcommand_from $cmds" -a snapshot -d 'List, apply, create or delete internal snapshots'
 
 # amend
 complete -c qimg -n '__fish_seen_subcommand_from amend' -F
@@ -198,3 +200,25 @@ complete -c qimg -n '__fish_seen_subcommand_from rebase' -s U -l force-share -d 
 complete -c qimg -n '__fish_seen_subcommand_from rebase' -l object -x -d 'Secret object: secret,id=ID,data=...|file=...'
 complete -c qimg -n '__fish_seen_subcommand_from rebase' -l image-opts -d 'Image argument is an option list'
 complete -c qimg -n '__fish_seen_subcommand_from rebase' -l key-secret -x -d 'Secret id that unlocks the image'
+
+# resize
+complete -c qimg -n '__fish_seen_subcommand_from resize' -F
+complete -c qimg -n '__fish_seen_subcommand_from resize' -s f -x -a 'qcow2 raw' -d 'Image format'
+complete -c qimg -n '__fish_seen_subcommand_from resize' -l preallocation -x -a 'off metadata falloc full' -d 'Preallocation of the grown part'
+complete -c qimg -n '__fish_seen_subcommand_from resize' -l shrink -d 'Allow the size to go down'
+complete -c qimg -n '__fish_seen_subcommand_from resize' -s q -d 'Quiet'
+complete -c qimg -n '__fish_seen_subcommand_from resize' -l object -x -d 'Secret object: secret,id=ID,data=...|file=...'
+complete -c qimg -n '__fish_seen_subcommand_from resize' -l image-opts -d 'Image argument is an option list'
+complete -c qimg -n '__fish_seen_subcommand_from resize' -l key-secret -x -d 'Secret id that unlocks the image'
+
+# snapshot
+complete -c qimg -n '__fish_seen_subcommand_from snapshot' -F
+complete -c qimg -n '__fish_seen_subcommand_from snapshot' -s l -d 'List the snapshots'
+complete -c qimg -n '__fish_seen_subcommand_from snapshot' -s a -x -d 'Apply a snapshot'
+complete -c qimg -n '__fish_seen_subcommand_from snapshot' -s c -x -d 'Create a snapshot'
+complete -c qimg -n '__fish_seen_subcommand_from snapshot' -s d -x -d 'Delete a snapshot'
+complete -c qimg -n '__fish_seen_subcommand_from snapshot' -s q -d 'Quiet'
+complete -c qimg -n '__fish_seen_subcommand_from snapshot' -s U -l force-share -d 'Open without the lock (-l only)'
+complete -c qimg -n '__fish_seen_subcommand_from snapshot' -l object -x -d 'Secret object: secret,id=ID,data=...|file=...'
+complete -c qimg -n '__fish_seen_subcommand_from snapshot' -l image-opts -d 'Image argument is an option list'
+complete -c qimg -n '__fish_seen_subcommand_from snapshot' -l key-secret -x -d 'Secret id that unlocks the image'

@@ -5,7 +5,6 @@ fail with one clear `qimg:` line and exit 1, and readers with -U succeed. While
 qemu-io holds it read-only, qimg readers work and qimg writers fail."""
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -32,16 +31,6 @@ def expect(argv, ok, what):
     print(("ok   " if not FAILURES or not FAILURES[-1].startswith(what) else "FAIL ") + what)
 
 
-def hold(img, readonly):
-    """Starts qemu-io on img and waits until it has the image open (it then waits on stdin)."""
-    argv = ["qemu-io"] + (["-r"] if readonly else []) + ["-f", "qcow2", img]
-    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    p.stdin.write("read 0 512\n")  # answered once the image is open
-    p.stdin.flush()
-    p.stdout.readline()
-    return p
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--qimg", required=True)
@@ -53,24 +42,16 @@ def main():
         if r.returncode != 0:
             print(f"FAIL setup: qemu-img create exited {r.returncode}: {r.stderr.strip()}")
             return 1
-        writer = hold(img, readonly=False)
-        try:
+        with qimgtest.held_open(img):
             expect([q, "io", "-c", "write 0 4k", img], False, "second writer while qemu-io writes")
             expect([q, "info", img], False, "locking reader (info) while qemu-io writes")
             expect([q, "map", img], False, "locking reader (map) while qemu-io writes")
             expect([q, "info", "-U", img], True, "info -U while qemu-io writes")
             expect([q, "map", "-U", "--output=json", img], True, "map -U while qemu-io writes")
             expect([q, "io", "-U", "-r", "-c", "read 0 4k", img], True, "io -U -r while qemu-io writes")
-        finally:
-            writer.stdin.close()
-            writer.wait(timeout=30)
-        reader = hold(img, readonly=True)
-        try:
+        with qimgtest.held_open(img, readonly=True):
             expect([q, "info", img], True, "reader while qemu-io reads")
             expect([q, "io", "-c", "write 0 4k", img], False, "writer while qemu-io reads")
-        finally:
-            reader.stdin.close()
-            reader.wait(timeout=30)
         expect([q, "io", "-c", "write 0 4k", img], True, "writer after qemu-io exited")
     if FAILURES:
         print("\n".join("FAIL " + f for f in FAILURES))

@@ -28,11 +28,13 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 
 from qemu_diff import must, normalize_stderr, qemu_io, require_qemu_tools, run
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import qimgtest  # noqa: E402
 
 MIB = 1 << 20
 RAW_PROBE = ("WARNING: Image format was not specified", "Automatically detecting the format",
@@ -220,19 +222,11 @@ def errors(qimg: str, root: str) -> tuple[int, list[str]]:
         a, b = run(["qemu-img", *args], cwd=dir_), run([qimg, *args], cwd=dir_)
         if (a.returncode, a.stdout, stderr_of(a.stderr, "qemu-img")) != (b.returncode, b.stdout, stderr_of(b.stderr, "qimg")):
             failures.append(f"{' '.join(args)}: {b.returncode} {b.stderr!r}, qemu-img {a.returncode} {a.stderr!r}")
-    holder = subprocess.Popen(["qemu-io", "-f", "qcow2", "img.qcow2"], cwd=dir_, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        holder.stdin.write("read 0 512\n")
-        holder.stdin.flush()
-        holder.stdout.readline()
+    with qimgtest.held_open("img.qcow2", cwd=dir_):
         a, b = run(["qemu-img", "resize", "img.qcow2", "8M"], cwd=dir_), run([qimg, "resize", "img.qcow2", "8M"], cwd=dir_)
         lines = b.stderr.strip().splitlines()
         if a.returncode != b.returncode or len(lines) != 1 or "lock" not in lines[0]:
             failures.append(f"locked: {b.returncode} {b.stderr!r}, qemu-img {a.returncode} {a.stderr!r}")
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
     return len(cases) + 1, failures
 
 

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -278,12 +277,7 @@ def error_cases(qimg: str, root: str) -> tuple[int, list[str]]:
                (b.returncode, DATE.sub("", b.stdout), stderr_of(b.stderr, "qimg")):
                 c.fail(f"read-only {' '.join(args)}: {b.returncode} {b.stderr!r}, qemu-img {a.returncode} {a.stderr!r}")
     # Another process holds the image: both refuse (qimg's lock message is one line).
-    holder = subprocess.Popen(["qemu-io", "-f", "qcow2", c.mine], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        holder.stdin.write("read 0 512\n")
-        holder.stdin.flush()
-        holder.stdout.readline()
+    with qimgtest.held_open(c.mine, cwd=dir_):
         for args in (["-c", "x"], ["-l"], ["-a", "first"], ["-d", "first"]):
             a = run(["qemu-img", "snapshot", *args, c.mine], cwd=dir_)
             b = run([qimg, "snapshot", *args, c.mine], cwd=dir_)
@@ -293,9 +287,6 @@ def error_cases(qimg: str, root: str) -> tuple[int, list[str]]:
         b = run([qimg, "snapshot", "-U", "-l", c.mine], cwd=dir_)
         if b.returncode != 0:
             c.fail(f"locked -U -l: {b.returncode} {b.stderr!r}")
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
     return c.steps + 20, c.failures
 
 

@@ -15,6 +15,7 @@ Standard library only. Scripts import it with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -82,6 +83,27 @@ def run_killable(argv, *, timeout, cwd=None, env=None, merge_stderr=False):
         raise subprocess.TimeoutExpired(argv, timeout, output=out, stderr=err)
     check_sanitizer(argv, p.returncode, out, err)
     return p.returncode, out, err or ""
+
+
+@contextlib.contextmanager
+def held_open(img, *, readonly=False, cwd=None, fmt="qcow2"):
+    """qemu-io holding img open (and locked) for the duration of the with block: it has
+    the image open when the block starts, and is told to quit and waited for after it."""
+    argv = ["qemu-io"] + (["-r"] if readonly else []) + ["-f", fmt, str(img)]
+    p = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        p.stdin.write("read 0 512\n")  # answered once the image is open
+        p.stdin.flush()
+        p.stdout.readline()
+        yield p
+    finally:
+        try:
+            p.stdin.close()
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 def require_tools(*tools: str) -> None:

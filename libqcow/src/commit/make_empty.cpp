@@ -18,7 +18,7 @@ namespace qcow {
 Status make_image_empty(Image& image) {
   if (image.format() != Format::kQcow2) return Status::unsupported(image.path() + ": raw images cannot be emptied");
   try {
-    auto& d = static_cast<Qcow2Driver&>(image.driver());
+    auto& d = static_cast<Qcow2Driver&>(Image::Internals::driver(image));
     const Geometry& g = d.geometry();
     const uint64_t size = image.size();
     for (uint64_t l1i = 0; l1i < d.l1_table().size() && l1i * g.l2_coverage() < size; ++l1i) {

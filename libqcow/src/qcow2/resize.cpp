@@ -173,14 +173,17 @@ Status Qcow2Driver::preallocate_range(uint64_t from, uint64_t to, Preallocation 
       QCOW_TRY(set_l2_entry(c + i * cs, L2Entry{(host + i * cs) | kOflagCopied, bitmap ? bitmap : run[i].bitmap}));
     // Clusters inside the file may have been freed with data still in them (QEMU discards
     // freed clusters; we do not): zero what of the range the file holds. Past its end,
-    // falloc reserves, full zeroes, metadata leaves holes.
+    // falloc reserves, full zeroes, metadata leaves a hole.
     const uint64_t inside = host < file_size_ ? std::min(bytes, file_size_ - host) : 0;
     if (inside) QCOW_TRY(io_.zero_data(host, inside));
     if (mode == Preallocation::kFalloc && bytes > inside) QCOW_TRY(io_.allocate_data(host + inside, bytes - inside));
     if (mode == Preallocation::kFull && bytes > inside) QCOW_TRY(io_.zero_data(host + inside, bytes - inside));
+    // metadata: the file still covers the range (as QEMU's preallocate_co truncates it
+    // up), so no L2 entry ever points past its end; the barrier before the L2 tables
+    // are written orders the growth first.
+    if (mode == Preallocation::kMetadata && bytes > inside) QCOW_TRY(io_.grow(host + bytes));
     alloc_end_ = std::max(alloc_end_, host + bytes);
-    if (mode != Preallocation::kMetadata) file_size_ = std::max(file_size_, host + bytes);
-    else file_size_ = std::max(file_size_, host + inside);
+    file_size_ = std::max(file_size_, host + bytes);
     c += bytes;
   }
   return Status::ok();

@@ -62,7 +62,12 @@ class RawDriver final : public Driver {
       return Status::invalid(fmt::format("{}: shrinking needs Shrink::kYes", path()));
     if (o.preallocation == Preallocation::kMetadata) return Status::unsupported("Unsupported preallocation mode: metadata");
     const uint64_t old = file_length_;
-    QCOW_TRY(file_->truncate(n));
+    if (Status t = file_->truncate(n); !t.is_ok()) {
+      if (!t.saved_errno()) return t;
+      // qemu-img resize's wording (raw_co_truncate).
+      return Status::error(t.code(), fmt::format("Could not resize file: {}", std::strerror(t.saved_errno())),
+                           t.saved_errno());
+    }
     if (n > old && o.preallocation == Preallocation::kFalloc) QCOW_TRY(file_->allocate(old, n - old));
     if (n > old && o.preallocation == Preallocation::kFull) QCOW_TRY(write_zeros(old, n - old, [this](uint64_t o, std::span<const uint8_t> z) { return file_->write_at(o, z); }));
     size_ = sector_round_up(n);

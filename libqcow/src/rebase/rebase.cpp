@@ -162,7 +162,7 @@ Status set_backing_file(Image& image, const std::string& backing_file, const std
   if (image.format() != Format::kQcow2) return Status::unsupported("Operation not supported");
   if (backing_format && backing_file.empty()) return Status::invalid("Invalid argument");
   if (!backing_file.empty() && !backing_format) return Status::invalid("backing format must be specified");
-  auto& d = static_cast<Qcow2Driver&>(image.driver());
+  auto& d = static_cast<Qcow2Driver&>(Image::Internals::driver(image));
   Header h = d.header();
   if (!backing_file.empty() && (backing_file.size() > kMaxBackingFileNameLength ||
                                 (h.data_file && (h.autoclear_features & kAutoclearDataFileRaw))))
