@@ -23,10 +23,22 @@
 
 namespace qcow {
 
+// An entry fix is skipped when its "table" lies on another structure (a damaged snapshot
+// L1 table can name the header as an L2 table): writing it would damage that structure,
+// and the overlap check would refuse it anyway. The re-check then still reports it.
 Status apply_entry_fixes(Qcow2Driver& d, const RefcountWalk& w) {
   ImageFile& f = d.image_file();
-  for (const L2Fix& x : w.l2_fixes) QCOW_TRY(repair_l2_entry(f, d.geometry(), x.table_offset, x.index, x.entry));
-  for (const L1Fix& x : w.l1_fixes) QCOW_TRY(repair_l1_entry(f, x.table_offset, x.index, x.entry));
+  const Geometry& g = d.geometry();
+  auto on_other_metadata = [&](uint64_t offset, uint64_t length, StructureMask same_kind) {
+    return f.overlaps().find(offset, length, ~same_kind).has_value();
+  };
+  const StructureMask l2 = structure_bit(Structure::kActiveL2) | structure_bit(Structure::kInactiveL2);
+  const StructureMask l1 = structure_bit(Structure::kActiveL1) | structure_bit(Structure::kInactiveL1);
+  for (const L2Fix& x : w.l2_fixes)
+    if (!on_other_metadata(x.table_offset + x.index * g.l2_entry_size, g.l2_entry_size, l2))
+      QCOW_TRY(repair_l2_entry(f, g, x.table_offset, x.index, x.entry));
+  for (const L1Fix& x : w.l1_fixes)
+    if (!on_other_metadata(x.table_offset + 8 * x.index, 8, l1)) QCOW_TRY(repair_l1_entry(f, x.table_offset, x.index, x.entry));
   return f.flush();
 }
 

@@ -70,7 +70,9 @@ class Walker {
       out_.messages.push_back("Repairing " + text);
       ++out_.planned_fixes;
     } else {
-      out_.messages.push_back("ERROR " + text);
+      // QEMU writes "ERROR: counting reference ..." but "ERROR snapshot ...", "ERROR l2 ...".
+      const bool colon = text.rfind("counting reference", 0) == 0;
+      out_.messages.push_back((colon ? "ERROR: " : "ERROR ") + text);
       ++out_.corruptions;
     }
   }
@@ -310,6 +312,11 @@ Status walk_refcounts(Qcow2Driver& d, WalkRefcountStructures mode, RefcountWalk&
     if (s.l1_size > kMaxL1Bytes / 8) {
       w.problem(false, fmt::format("snapshot {} ({}) l1_size={:#x}: L1 table is too large; snapshot table entry corrupted",
                                    s.id, s.name, s.l1_size));
+      continue;
+    }
+    if (!snapshot_l1_valid(s, g.cluster_size, file_size)) {
+      // Past the end of the file: reported as QEMU's counting does, and not followed.
+      w.ref(s.l1_table_offset, uint64_t(s.l1_size) * 8);
       continue;
     }
     QCOW_TRY(w.l1(s.l1_table_offset, s.l1_size, false));

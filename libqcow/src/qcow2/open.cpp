@@ -73,7 +73,7 @@ Status Qcow2Driver::open(int depth, std::vector<std::string>& chain) {
                           1, kMaxReftableBytes, geo_.cluster_size, file_size_));
   if (h.refcount_table_clusters == 0) return Status::corrupt("refcount table has no clusters");
   if (h.nb_snapshots > kMaxSnapshots) return Status::limit(fmt::format("too many snapshots ({})", h.nb_snapshots));
-  QCOW_ASSIGN_OR_RETURN(snapshots_, load_snapshot_table(*file_, h, file_size_, &snapshot_table_bytes_));
+  QCOW_ASSIGN_OR_RETURN(snapshots_, load_snapshot_table(*file_, h, file_size_, &snapshot_table_bytes_, options_.repair));
   if (auto bitmaps = load_bitmap_list(*file_, h, file_size_)) bitmaps_ = std::move(bitmaps).value();
   if (!options_.snapshot.empty()) QCOW_TRY(load_snapshot_l1(options_.snapshot));
   QCOW_TRY(open_crypto());
@@ -198,12 +198,15 @@ Status Qcow2Driver::register_metadata() {
   if (h.bitmaps && h.bitmaps->bitmap_directory_size)
     add(Structure::kBitmapDirectory, h.bitmaps->bitmap_directory_offset, h.bitmaps->bitmap_directory_size);
   if (h.crypto) add(Structure::kEncryptionHeader, h.crypto->offset, h.crypto->length);
-  for (const SnapshotEntry& s : snapshots_) add(Structure::kInactiveL1, s.l1_table_offset, uint64_t(s.l1_size) * 8);
+  // (An unusable snapshot L1 table, kept only for check, protects nothing.)
+  auto usable = [&](const SnapshotEntry& s) { return snapshot_l1_valid(s, geo_.cluster_size, file_size_); };
+  for (const SnapshotEntry& s : snapshots_)
+    if (usable(s)) add(Structure::kInactiveL1, s.l1_table_offset, uint64_t(s.l1_size) * 8);
   if (!io_.tracks(Structure::kInactiveL2)) return Status::ok();
   // overlap-check=all: the snapshots' L2 tables, read once here (QEMU reads them on every write).
   std::set<std::pair<uint64_t, uint32_t>> seen;
   for (const SnapshotEntry& s : snapshots_) {
-    if (!s.l1_size || !seen.emplace(s.l1_table_offset, s.l1_size).second) continue;
+    if (!s.l1_size || !usable(s) || !seen.emplace(s.l1_table_offset, s.l1_size).second) continue;
     QCOW_ASSIGN_OR_RETURN(std::vector<uint64_t> l1, load_table(io_, s.l1_table_offset, s.l1_size, "snapshot L1 table"));
     for (uint64_t e : l1)
       if (e & kL1eOffsetMask) map.add(Structure::kInactiveL2, e & kL1eOffsetMask, geo_.cluster_size);

@@ -25,9 +25,13 @@
 
 namespace qcow {
 
-// Parses the snapshot table; *table_bytes receives its length on disk.
+// Whether a snapshot's L1 table is usable: cluster aligned, not too large, inside the file.
+bool snapshot_l1_valid(const SnapshotEntry& s, uint64_t cluster_size, uint64_t file_size);
+// Parses the snapshot table; *table_bytes receives its length on disk. An entry whose L1
+// table is not usable fails the load, unless keep_unusable_l1 (check's opens, which report
+// such an entry as QEMU's check does and leave its L1 table alone).
 Result<std::vector<SnapshotEntry>> load_snapshot_table(File& file, const Header& h, uint64_t file_size,
-                                                       uint64_t* table_bytes);
+                                                       uint64_t* table_bytes, bool keep_unusable_l1 = false);
 Result<std::vector<BitmapInfo>> load_bitmap_list(File& file, const Header& h, uint64_t file_size);
 
 class Qcow2Driver final : public Driver {

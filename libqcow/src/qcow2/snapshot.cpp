@@ -8,8 +8,15 @@
 
 namespace qcow {
 
+bool snapshot_l1_valid(const SnapshotEntry& s, uint64_t cs, uint64_t file_size) {
+  if (s.l1_size > kMaxL1Bytes / 8) return false;
+  if (!s.l1_size) return (s.l1_table_offset & (cs - 1)) == 0;
+  return !(s.l1_table_offset & (cs - 1)) && s.l1_table_offset >= cs && s.l1_table_offset <= file_size &&
+         uint64_t(s.l1_size) * 8 <= file_size - s.l1_table_offset;
+}
+
 Result<std::vector<SnapshotEntry>> load_snapshot_table(File& file, const Header& h, uint64_t file_size,
-                                                       uint64_t* table_bytes) {
+                                                       uint64_t* table_bytes, bool keep_unusable_l1) {
   *table_bytes = 0;
   std::vector<SnapshotEntry> out;
   if (h.nb_snapshots == 0) return out;
@@ -37,9 +44,9 @@ Result<std::vector<SnapshotEntry>> load_snapshot_table(File& file, const Header&
     const uint64_t unpadded = kSnapshotFixedBytes + load_be32(fixed + 36) + load_be16(fixed + 12) + load_be16(fixed + 14);
     if (got < unpadded) return Status::corrupt(fmt::format("snapshot table entry {} at {:#x} is truncated", i, off));
     SnapshotEntry s = parse_snapshot_entry(entry);
-    if (s.l1_size > l1_max_entries) return Status::limit(fmt::format("snapshot '{}' L1 table too large", s.name));
-    if (s.l1_size && ((s.l1_table_offset & (cs - 1)) || s.l1_table_offset < cs || s.l1_table_offset > file_size ||
-                      uint64_t(s.l1_size) * 8 > file_size - s.l1_table_offset))
+    if (!keep_unusable_l1 && s.l1_size > l1_max_entries)
+      return Status::limit(fmt::format("snapshot '{}' L1 table too large", s.name));
+    if (!keep_unusable_l1 && s.l1_size && !snapshot_l1_valid(s, cs, file_size))
       return Status::corrupt(fmt::format("snapshot '{}' L1 table at {:#x} is unaligned or outside the file", s.name,
                                          s.l1_table_offset));
     out.push_back(std::move(s));
