@@ -91,7 +91,9 @@ Status check_fields(const Header& h) {
 Status parse_extensions(std::span<const uint8_t> buf, Header& h) {
   const uint8_t* p = buf.data();
   const uint64_t cs = h.cluster_size();
-  uint64_t ext_end = std::min<uint64_t>(cs, buf.size());
+  // QEMU reads up to the first cluster's end (bytes past a short file read as zeros:
+  // an end marker); an extension header that does not fit there is "too large".
+  uint64_t ext_end = cs;
   if (h.backing_file_offset) {
     if (h.backing_file_size > kMaxBackingFileNameLength)
       return bad("backing_file_size", h.backing_file_size, "backing file name longer than 1023 bytes");
@@ -104,13 +106,17 @@ Status parse_extensions(std::span<const uint8_t> buf, Header& h) {
   }
   uint64_t off = h.header_length;
   bool seen[6] = {};
-  while (off + 8 <= ext_end) {
+  while (off < ext_end) {
+    if (ext_end - off < 8) return Status::corrupt(fmt::format("Header extension too large (at offset {:#x})", off));
+    if (off + 8 > buf.size()) break;  // zeros past the end of the file: the end marker
     uint32_t type = load_be32(p + off);
     uint32_t len = load_be32(p + off + 4);
     off += 8;
+    // QEMU checks the length first, even the end marker's.
+    if (len > ext_end - off) return Status::corrupt(fmt::format("Header extension too large (at offset {:#x})", off - 8));
     if (type == kExtEnd) break;
-    if (len > ext_end - off)
-      return Status::corrupt(fmt::format("invalid header extension {:#x} at offset {:#x}: length {} exceeds the header cluster", type, off - 8, len));
+    if (len > buf.size() - off)
+      return Status::corrupt(fmt::format("invalid header extension {:#x} at offset {:#x}: length {} exceeds the file", type, off - 8, len));
     const uint8_t* d = p + off;
     auto once = [&](int idx, const char* name) -> Status {
       if (seen[idx]) return Status::corrupt(fmt::format("duplicate {} header extension", name));
@@ -134,7 +140,9 @@ Status parse_extensions(std::span<const uint8_t> buf, Header& h) {
         break;
       case kExtBitmaps: {
         QCOW_TRY(once(2, "bitmaps"));
-        if (len < 24) return bad("bitmaps extension length", len, "shorter than 24 bytes");
+        if (len != 24) return Status::corrupt("bitmaps_ext: Invalid extension length");
+        if ((h.autoclear_features & kAutoclearBitmaps) && load_be32(d + 4) != 0)
+          return Status::corrupt("bitmaps_ext: Reserved field is not zero");
         BitmapsExtension b{load_be32(d), load_be64(d + 8), load_be64(d + 16)};
         h.bitmaps = b;
         break;

@@ -10,10 +10,12 @@ namespace qcow {
 // The bitmap directory (spec: "Bitmaps"), for info. Only consistent bitmaps count:
 // without autoclear bit 0 the extension is stale (a program unaware of bitmaps
 // wrote the image) and QEMU ignores it too. A directory that breaks the spec
-// is reported as an error; callers treat that as "no bitmaps" (check reports it).
+// is an error, with QEMU's message where QEMU has one: QEMU refuses to open such an
+// image, and so does Qcow2Driver::open.
 Result<std::vector<BitmapInfo>> load_bitmap_list(File& file, const Header& h, uint64_t file_size) {
   std::vector<BitmapInfo> out;
-  if (!h.bitmaps || !(h.autoclear_features & kAutoclearBitmaps) || h.bitmaps->nb_bitmaps == 0) return out;
+  if (!h.bitmaps || !(h.autoclear_features & kAutoclearBitmaps)) return out;
+  if (h.bitmaps->nb_bitmaps == 0) return Status::corrupt("found bitmaps extension with zero bitmaps");
   const BitmapsExtension& b = *h.bitmaps;
   const uint64_t cs = h.cluster_size();
   if (b.nb_bitmaps > 65535) return Status::limit(fmt::format("{} bitmaps (at most 65535)", b.nb_bitmaps));
@@ -34,6 +36,20 @@ Result<std::vector<BitmapInfo>> load_bitmap_list(File& file, const Header& h, ui
     const uint8_t type = e[16], granularity_bits = e[17];
     const uint16_t name_size = load_be16(e + 18);
     const uint32_t extra = load_be32(e + 20);
+    const uint64_t table_offset = load_be64(e);
+    const uint32_t table_size = load_be32(e + 8);
+    const uint64_t entry_bytes = align_up(24 + uint64_t(extra) + name_size, 8);
+    if (entry_bytes > dir.size() - p) return Status::corrupt("Broken bitmap directory");
+    if (extra != 0) return Status::unsupported("Bitmap extra data is not supported");
+    // QEMU's check_dir_entry (block/qcow2-bitmap.c): an image breaking these does not open there.
+    const uint64_t phys_bytes = uint64_t(table_size) * cs;
+    // (phys_bytes <= 512 MiB and granularity_bits <= 31 keep the shift below 2^63.)
+    const bool broken = table_size == 0 || table_offset == 0 || (table_offset & (cs - 1)) || (flags & ~uint32_t(3)) ||
+                        phys_bytes > (512ull << 20) ||
+                        (granularity_bits <= 31 && !(flags & 1) && h.size > ((phys_bytes * 8) << granularity_bits));
+    if (broken && type == 1 && granularity_bits >= 9 && granularity_bits <= 31 && name_size && name_size <= 1023)
+      return Status::corrupt(fmt::format("Bitmap '{}' doesn't satisfy the constraints",
+                                         std::string(reinterpret_cast<const char*>(e + 24 + extra), name_size)));
     if (type != 1) return Status::corrupt(fmt::format("bitmap {} has type {} (1: dirty tracking)", i, type));
     if (granularity_bits < 9 || granularity_bits > 31)
       return Status::corrupt(fmt::format("bitmap {} granularity 2^{} is not between 512 B and 2 GiB", i, granularity_bits));
@@ -49,6 +65,7 @@ Result<std::vector<BitmapInfo>> load_bitmap_list(File& file, const Header& h, ui
     out.push_back(std::move(bi));
     p += entry;
   }
+  if (p != dir.size()) return Status::corrupt("Broken bitmap directory");
   return out;
 }
 

@@ -74,7 +74,8 @@ Status Qcow2Driver::open(int depth, std::vector<std::string>& chain) {
   if (h.refcount_table_clusters == 0) return Status::corrupt("refcount table has no clusters");
   if (h.nb_snapshots > kMaxSnapshots) return Status::limit(fmt::format("too many snapshots ({})", h.nb_snapshots));
   QCOW_ASSIGN_OR_RETURN(snapshots_, load_snapshot_table(*file_, h, file_size_, &snapshot_table_bytes_, options_.repair));
-  if (auto bitmaps = load_bitmap_list(*file_, h, file_size_)) bitmaps_ = std::move(bitmaps).value();
+  // As QEMU: an active bitmaps extension that breaks the spec stops the open.
+  QCOW_ASSIGN_OR_RETURN(bitmaps_, load_bitmap_list(*file_, h, file_size_));
   if (!options_.snapshot.empty()) QCOW_TRY(load_snapshot_l1(options_.snapshot));
   QCOW_TRY(open_crypto());
   QCOW_TRY(create_caches());
