@@ -320,9 +320,11 @@ Status walk_refcounts(Qcow2Driver& d, WalkRefcountStructures mode, RefcountWalk&
                                    s.id, s.name, s.l1_size));
       continue;
     }
-    if (!snapshot_l1_valid(s, g.cluster_size, file_size)) {
-      // Past the end of the file: reported as QEMU's counting does, and not followed.
-      w.ref(s.l1_table_offset, uint64_t(s.l1_size) * 8);
+    // More than a cluster past the end of the file: reported as QEMU's counting does, and
+    // not followed. Anything QEMU still follows is walked, so no reference goes uncounted.
+    const uint64_t l1_bytes = uint64_t(s.l1_size) * 8;
+    if (s.l1_table_offset >= kMaxHostOffset || s.l1_table_offset + l1_bytes >= file_size + g.cluster_size) {
+      w.ref(s.l1_table_offset, l1_bytes);
       continue;
     }
     QCOW_TRY(w.l1(s.l1_table_offset, s.l1_size, false));
