@@ -23,6 +23,23 @@ using qcow_fuzz::oracle_failed;
 
 bool clean(const qcow::CheckReport& r) { return r.corruptions == 0 && r.check_errors == 0 && r.leaks == 0; }
 
+// The one finding a write may leave in a repaired image: OFLAG_COPIED clear on a cluster whose
+// refcount is 1. It is the safe direction (the next write copies instead of overwriting) and
+// QEMU leaves exactly the same: when a repaired image references one cluster both as an L2
+// table and as guest data (refcount 2, which QEMU's check accepts), copying that L2 table on
+// write drops the refcount to 1 and leaves the data entry's flag clear. qemu-io, given the
+// same repaired inputs, leaves the same finding (checked on the inputs in testdata/fuzz-seeds
+// named regress-shared-l2-data-*).
+bool only_copied_flag_clear(const qcow::CheckReport& r) {
+  if (r.check_errors || r.corruptions == 0) return false;
+  uint64_t tolerated = 0;
+  for (const std::string& m : r.messages)
+    if ((m.starts_with("ERROR OFLAG_COPIED data cluster: l2_entry=") ||
+         m.starts_with("ERROR OFLAG_COPIED L2 cluster: ")) && m.ends_with(" refcount=1"))
+      ++tolerated;  // reported only when the flag disagrees, so with refcount 1 the flag is clear
+  return tolerated == r.corruptions;
+}
+
 qcow::Result<qcow::CheckReport> check(const std::string& path, qcow::Repair repair) {
   qcow::CheckOptions o;
   o.format = qcow::Format::kQcow2;
@@ -33,7 +50,7 @@ qcow::Result<qcow::CheckReport> check(const std::string& path, qcow::Repair repa
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string path = "/dev/shm/qimg-fuzz-check-" + std::to_string(getpid()) + ".qcow2";
+  static const std::string path = qcow_fuzz::scratch_path("fuzz-check");
   FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) return 0;
   std::fwrite(data, 1, size, f);
@@ -56,7 +73,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         auto after = check(path, qcow::Repair::kNone);
         if (!after.is_ok())
           oracle_failed("a write into a repaired image left it unreadable: " + after.status().message());
-        if (after->corruptions || after->check_errors)
+        if ((after->corruptions || after->check_errors) && !only_copied_flag_clear(*after))
           oracle_failed("a write into a repaired image left it corrupt: " + std::to_string(after->corruptions) +
                         " corruptions, " + std::to_string(after->check_errors) + " check errors");
       }

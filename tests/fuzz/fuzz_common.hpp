@@ -2,6 +2,8 @@
 // and the oracles every target applies.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -45,6 +47,16 @@ inline qcow::Result<std::unique_ptr<qcow::Driver>> open_file(qcow::File* file, b
 
 inline std::unique_ptr<qcow::File> memory_file(const uint8_t* data, size_t size) {
   return qcow::make_memory_file("fuzz.qcow2", std::string(reinterpret_cast<const char*>(data), size));
+}
+
+// A per-process scratch path in /dev/shm (memory-backed) for targets that work on paths.
+// The pid is printed at a fixed width, in libc (not instrumented): a pid with more or fewer
+// digits must not change the coverage, or a seeded CI run (scripts/fuzz.sh) would not
+// replay the same way on another machine.
+inline std::string scratch_path(const char* target) {
+  char name[96];
+  std::snprintf(name, sizeof name, "/dev/shm/qimg-%s-%010ld.qcow2", target, long(getpid()));
+  return name;
 }
 
 // Fuzzer images may declare huge virtual sizes: only touch a bounded window.

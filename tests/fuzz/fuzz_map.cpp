@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <string>
 
+#include "fuzz_common.hpp"
 #include "qcow/image.hpp"
 
 namespace {
@@ -29,7 +30,7 @@ void walk(qcow::Image& img) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string path = "/dev/shm/qimg-fuzz-map-" + std::to_string(getpid()) + ".qcow2";
+  static const std::string path = qcow_fuzz::scratch_path("fuzz-map");
   FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) return 0;
   std::fwrite(data, 1, size, f);
