@@ -2,9 +2,13 @@
 # qimg convert vs qemu-img convert (issue 3), timed alternately, median of per-pair ratios.
 # Usage: bench/convert-vs-qemu.sh [QIMG] [WORKDIR]     (needs ~8 GiB free in WORKDIR)
 # Env: RUNS (pairs per case, default 5), CASES (space-separated subset of the case names below),
-#      QEMU_M (qemu-img -m for the compressed cases; default: the best of 4 8 16, measured once).
+#      QEMU_M (qemu-img -m for the compressed cases; default: the best of 4 8 16, measured once),
+#      STATES ("warm cold" by default): warm = the source in the page cache; cold = the source's
+#      pages dropped before every run (posix_fadvise DONTNEED on the source file after a sync,
+#      which needs no root, unlike /proc/sys/vm/drop_caches, and leaves the rest of the cache).
 # The source is a deterministic 2 GiB raw image: ~40% random data, ~20% compressible text,
-# ~40% zero runs of varying length (holes). Both tools run with a warm page cache.
+# ~40% zero runs of varying length (holes). qemu-img gets -W (out-of-order writes) everywhere,
+# its fastest setting; qimg runs with its defaults.
 # Columns: median wall seconds, median of the per-pair qimg/qemu wall ratios, median CPU seconds
 # (user+sys, all threads), peak RSS (largest of the runs).
 set -euo pipefail
@@ -49,10 +53,10 @@ fi
 
 # case -> "SRC|qemu-img args|qimg args" (the output file is appended to both)
 declare -A CASE
-CASE[raw-qcow2]="src.raw|-f raw -O qcow2|-f raw -O qcow2"
-CASE[qcow2-raw]="src64k.qcow2|-f qcow2 -O raw|-f qcow2 -O raw"
-CASE[raw-el2-2m]="src.raw|-f raw -O qcow2 -o extended_l2=on,cluster_size=2M|-f raw -O qcow2 -o extended_l2=on,cluster_size=2M"
-CASE[qcow2-el2-64k]="src64k.qcow2|-f qcow2 -O qcow2 -o extended_l2=on,cluster_size=64k|-f qcow2 -O qcow2 -o extended_l2=on,cluster_size=64k"
+CASE[raw-qcow2]="src.raw|-f raw -O qcow2 -W|-f raw -O qcow2"
+CASE[qcow2-raw]="src64k.qcow2|-f qcow2 -O raw -W|-f qcow2 -O raw"
+CASE[raw-el2-2m]="src.raw|-f raw -O qcow2 -o extended_l2=on,cluster_size=2M -W|-f raw -O qcow2 -o extended_l2=on,cluster_size=2M"
+CASE[qcow2-el2-64k]="src64k.qcow2|-f qcow2 -O qcow2 -o extended_l2=on,cluster_size=64k -W|-f qcow2 -O qcow2 -o extended_l2=on,cluster_size=64k"
 CASE[raw-zlib]="src.raw|-f raw -O qcow2 -c -o compression_type=zlib -W -m QM|-f raw -O qcow2 -c -o compression_type=zlib"
 CASE[raw-zstd]="src.raw|-f raw -O qcow2 -c -o compression_type=zstd -W -m QM|-f raw -O qcow2 -c -o compression_type=zstd"
 
@@ -67,10 +71,17 @@ warm_pages() {
   rm -f warm.tmp
 }
 
+# Drops the source file's pages from the page cache (cold state).
+drop_source() {
+  python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$1"
+}
+
 run() { # label outfile cmd... ; appends "seconds maxrss_kb cpu_seconds" to label.t
   local label=$1 out=$2; shift 2
   rm -f "$out"; sync
   warm_pages
+  if [ "$STATE" = cold ]; then drop_source "$SRC"; else cat "$SRC" > /dev/null; fi
   /usr/bin/time -f "%e %M %U %S" -o "$label.one" "$@" "$out" >/dev/null
   awk '{print $1, $2, $3 + $4}' "$label.one" >> "$label.t"
 }
@@ -86,9 +97,12 @@ if [ -z "${QEMU_M:-}" ] && [[ " $CASES " == *" raw-zlib "* || " $CASES " == *" r
 fi
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+for STATE in ${STATES:-warm cold}; do
+echo "== source $STATE"
 printf '%-14s %8s %8s %7s %9s %9s %10s %10s %s\n' case qemu_s qimg_s ratio qemu_cpu qimg_cpu qemu_rss qimg_rss check
 for c in $CASES; do
   IFS='|' read -r src qargs iargs <<< "${CASE[$c]}"
+  SRC=$src
   qargs=${qargs//QM/${QEMU_M:-16}}
   : > q.t; : > i.t
   for r in $(seq "$RUNS"); do
@@ -115,4 +129,5 @@ for c in $CASES; do
     "$(cut -d' ' -f2 q.t | sort -n | tail -1)" "$(cut -d' ' -f2 i.t | sort -n | tail -1)" \
     "$ok; sizes q=$(du -k "q.$c.out" | cut -f1)K i=$(du -k "i.$c.out" | cut -f1)K; pairs $pairs"
   rm -f "q.$c.out" "i.$c.out"
+done
 done

@@ -42,7 +42,7 @@ void register_convert(CLI::App& app, std::shared_ptr<ConvertOptions> o) {
   app.add_option("-t", o->cache, "Destination cache mode: unsafe (default), writeback, writethrough, none, directsync");
   app.add_option("-T", o->source_cache, "Source cache mode: writeback (default), writethrough, unsafe, none, directsync");
   app.add_option("-r", o->rate_limit, "Rate limit in bytes per second (k, M, G suffixes)");
-  app.add_flag("-C", o->copy_offload, "Copy offloading (accepted; data is already copied once, from a mapping)");
+  app.add_flag("-C", o->copy_offload, "Copy offloading (accepted and checked as qemu-img does; the data still goes through qimg's buffers)");
   app.add_flag("--salvage", o->salvage, "Turn read errors into zeros (with a warning) and go on");
   app.add_flag("--bitmaps", o->bitmaps, "Copy persistent bitmaps (only sources without bitmaps are supported)");
   app.add_flag("--skip-broken-bitmaps", o->skip_broken_bitmaps, "With --bitmaps: skip inconsistent bitmaps");
@@ -249,7 +249,6 @@ CopyConfig copy_config(const ConvertOptions& o, const ConvertPlan& p, const qcow
   config.target_zero = target_zero;
   config.workers = p.workers;
   config.out_of_order = o.out_of_order;
-  config.map_sources = !p.src_cache.direct;
   config.salvage = o.salvage;
   config.rate_limit = p.rate.value_or(0);
   return config;

@@ -49,17 +49,12 @@ struct Chunk {
   uint64_t seq = 0, offset = 0, length = 0;
   bool all_zero = false;  // the source is zero throughout and nothing needs comparing: no buffers
   bool has_base = false;
-  // The chunk's guest bytes: `data`, or (view != nullptr) the source files' mappings.
-  // A view is used when every data run lies in one mapping at the same distance from
-  // its guest offset, so the bytes are copied once, straight into the target.
-  const uint8_t* view = nullptr;
-  std::vector<std::pair<const uint8_t*, uint64_t>> mapped;  // mapped runs of the view
   std::vector<uint8_t> data, base, out;
   std::vector<uint8_t> kinds;     // per unit
   std::vector<uint8_t> zero_run;  // per unit: inside a zero run of the source (never read)
   std::vector<uint32_t> csize;    // -c: compressed length per cluster (0: store uncompressed)
   std::vector<uint64_t> cstart;   // -c: where each compressed cluster starts in `out`
-  const uint8_t* bytes() const { return view ? view : data.data(); }
+  const uint8_t* bytes() const { return data.data(); }
 };
 
 class Pipeline {
@@ -67,19 +62,11 @@ class Pipeline {
   Pipeline(SourceSet& sources, qcow::Image* base, qcow::Image& target, const CopyConfig& config, Progress& progress)
       : src_(sources), base_(base), dst_(target), cfg_(config), progress_(progress),
         threads_(config.compress ? std::max(config.workers, 1) : (config.workers >= 2 ? 1 : 0)),
-        // Zero runs written as data (-S 0, or -S above the unit) need their zeros in a
-        // buffer; mapped chunks never hold them.
-        map_sources_(config.map_sources && config.sparse != 0 && (config.compress || config.sparse <= config.unit)),
         chunk_bytes_(chunk_bytes(config)),
         slots_(size_t(std::max(config.workers, 1)) + 2),
         chunks_((sources.total() + chunk_bytes_ - 1) / chunk_bytes_) {}
 
-  qcow::Status run() {
-    qcow::Status s = threads_ == 0 ? run_inline() : run_threads();
-    // A source that shrank under its mapping explains any write error (EFAULT) best.
-    if (qcow::Status f = src_.check_files(); !f) return f;
-    return s;
-  }
+  qcow::Status run() { return threads_ == 0 ? run_inline() : run_threads(); }
 
  private:
   qcow::Status run_threads() {
@@ -244,12 +231,14 @@ class Pipeline {
   }
 
   // Reader: block status of the sources, then reads of the data runs only (holes are
-  // never read). Mapped data runs are not read at all: the chunk becomes a view.
+  // never read) into the chunk's buffer, which is reused chunk after chunk. Reading
+  // into resident memory costs one copy more than mapping the source would, but the
+  // target write then never faults on source pages inside the kernel's copy, which
+  // made mapped reads take 0.3 s or 1.7 s for the same job depending on the host's
+  // memory state (docs/benchmarks.md).
   qcow::Status fill(Chunk& c) {
     c.all_zero = false;
     c.has_base = false;
-    c.view = nullptr;
-    c.mapped.clear();
     struct Run {
       uint64_t at;  // offset in the chunk
       SourceSet::Run r;
@@ -258,7 +247,7 @@ class Pipeline {
     bool only_zero = true;
     for (uint64_t pos = c.offset; pos < c.offset + c.length;) {
       SourceSet::Run r;
-      if (qcow::Status s = src_.next_run(pos, c.offset + c.length - pos, map_sources_, &r); !s) {
+      if (qcow::Status s = src_.next_run(pos, c.offset + c.length - pos, &r); !s) {
         if (!cfg_.salvage) return s;
         // --salvage: no block status here; read the next 64 KiB as data (errors become zeros).
         r = SourceSet::Run{};
@@ -276,50 +265,22 @@ class Pipeline {
     }
     const uint64_t u = unit();
     const size_t n = size_t(div_up(c.length, u));
-    // Units entirely inside a zero run read as zeros without looking at their bytes.
+    // Units entirely inside a zero run read as zeros without looking at their bytes;
+    // their bytes are only filled in (process()) if they end up written as data.
     c.zero_run.assign(n, 0);
+    c.data.resize(c.length);
     for (const Run& r : runs) {
-      if (!r.r.zero) continue;
-      for (uint64_t i = div_up(r.at, u); i * u < r.at + r.r.length && std::min(c.length, (i + 1) * u) <= r.at + r.r.length; ++i)
-        c.zero_run[size_t(i)] = 1;
-    }
-    if (map_sources_) {
-      // One view for the chunk if all runs agree on where guest byte 0 of the chunk
-      // would be; unmapped zero runs are fine when they cover whole units (those units
-      // are never read), anything else is read into the buffer.
-      uintptr_t view = 0;
-      bool linear = true;
-      for (const Run& r : runs) {
-        if (r.r.mapped) {
-          const uintptr_t v = reinterpret_cast<uintptr_t>(r.r.mapped) - r.at;
-          if (view && v != view) linear = false;
-          view = v;
-        } else if (!r.r.zero || r.at % u != 0 || ((r.at + r.r.length) % u != 0 && r.at + r.r.length != c.length)) {
-          linear = false;
-        }
-        if (!linear) break;
+      std::span<uint8_t> out(c.data.data() + r.at, r.r.length);
+      if (!r.r.zero) {
+        QCOW_TRY(read_salvaging(c.offset + r.at, out));
+        continue;
       }
-      if (linear && view) {
-        c.view = reinterpret_cast<const uint8_t*>(view);
-        for (const Run& r : runs) {
-          if (!r.r.mapped) continue;
-          c.mapped.emplace_back(r.r.mapped, r.r.length);  // released after the write
-          // Zero runs (raw holes) are only touched where a unit is partly data.
-          if (!r.r.zero) FileMaps::populate(r.r.mapped, r.r.length);
-        }
-      }
-    }
-    if (!c.view) {
-      c.data.resize(c.length);
-      for (const Run& r : runs) {
-        std::span<uint8_t> out(c.data.data() + r.at, r.r.length);
-        if (r.r.zero) std::memset(out.data(), 0, out.size());
-        else if (r.r.mapped) {
-          std::memcpy(out.data(), r.r.mapped, out.size());
-          FileMaps::release(r.r.mapped, r.r.length);
-        }
-        else QCOW_TRY(read_salvaging(c.offset + r.at, out));
-      }
+      const uint64_t first = div_up(r.at, u), end = r.at + r.r.length;
+      uint64_t i = first;
+      for (; i * u < end && std::min(c.length, (i + 1) * u) <= end; ++i) c.zero_run[size_t(i)] = 1;
+      // The parts of the run in units shared with data.
+      std::memset(out.data(), 0, std::min(first * u, end) - r.at);
+      if (i * u < end) std::memset(c.data.data() + i * u, 0, end - i * u);
     }
     if (base_) {
       c.base.resize(c.length);
@@ -341,10 +302,10 @@ class Pipeline {
     const uint8_t* bytes = c.bytes();
     for (size_t i = 0; i < n; ++i) {
       const uint64_t at = i * u, len = std::min(u, c.length - at);
-      if (c.zero_run[i]) {  // zeros without reading them (the view may not hold them)
+      if (c.zero_run[i]) {  // zeros without reading them (the buffer does not hold them yet)
         if (c.has_base && all_zero(c.base.data() + at, len)) c.kinds[i] = kSame;
         else if (cfg_.sparse != 0) c.kinds[i] = kZero;
-        else if (c.view) return qcow::Status::internal("a mapped chunk must not write zero runs as data");
+        else std::memset(c.data.data() + at, 0, len);  // -S 0: written as data
         continue;
       }
       const uint8_t* p = bytes + at;
@@ -363,8 +324,9 @@ class Pipeline {
         const uint64_t run_bytes = std::min<uint64_t>(j * u, c.length) - i * u;
         const bool next_to_data = (i > 0 && c.kinds[i - 1] == kData) || (j < n && c.kinds[j] == kData);
         if (run_bytes < cfg_.sparse && next_to_data) {
-          if (c.view) return qcow::Status::internal("a mapped chunk must not write zero runs as data");
           std::fill(c.kinds.begin() + i, c.kinds.begin() + j, uint8_t(kData));
+          for (size_t k = i; k < j; ++k)
+            if (c.zero_run[k]) std::memset(c.data.data() + k * u, 0, std::min(u, c.length - k * u));
         }
         i = j;
       }
@@ -386,9 +348,6 @@ class Pipeline {
         c.csize[i] = uint32_t(size);
         c.cstart[i] = c.out.size();
         c.out.insert(c.out.end(), scratch.begin(), scratch.begin() + ptrdiff_t(size));
-        // The writer needs only the compressed bytes: let the mapped source go now, so
-        // chunks waiting for their turn hold little memory (more of them can be in flight).
-        if (size && c.view) FileMaps::release(bytes + at, len);
       }
     }
     return qcow::Status::ok();
@@ -428,7 +387,6 @@ class Pipeline {
       }
       i = j;
     }
-    for (const auto& [p, len] : c.mapped) FileMaps::release(p, len);
     return qcow::Status::ok();
   }
 
@@ -439,7 +397,6 @@ class Pipeline {
   Progress& progress_;
 
   const int threads_;           // worker threads (one without -c: it classifies while the writer writes)
-  const bool map_sources_;      // data runs may be read through mappings of the source files
   const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   const uint64_t chunk_bytes_;
   std::mutex mu_;

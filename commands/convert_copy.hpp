@@ -1,19 +1,15 @@
 // The copy engine of qimg convert: sources seen as one disk, copied in
 // chunks (2 MiB; with -c a cluster, at least 1 MiB) through a bounded pipeline: one reader thread (block status,
-// reads of the runs that are not mapped), N worker threads that classify units
+// reads of the data runs into reused buffers), N worker threads that classify units
 // (zero, same as the base, data) and compress clusters with -c (one worker
 // without -c), and the calling thread writing in guest order (any order with
 // -W). With -m 1 and no -c the calling thread does all three in turn.
 //
-// Data runs stored plainly in a source file are not read but mapped (see
-// FileMaps): the target write copies them straight from the page cache.
-//
 // Each qcow::Image is used by one thread only: the sources and the base image
 // by the reader, the target by the writer; workers touch buffers only.
 // Memory is bounded: at most (workers + 2) chunks are in flight, each holding
-// up to three chunk_bytes() buffers (source data unless mapped, base data with
-// -B, compressed output with -c), whatever the image size; the mapped pages of
-// a chunk are released from the process once it is written.
+// up to three chunk_bytes() buffers (source data, base data with -B, compressed
+// output with -c), whatever the image size.
 #pragma once
 
 #include <algorithm>
@@ -42,7 +38,6 @@ struct CopyConfig {
   bool target_zero = false;         // unwritten target ranges read as zeros
   int workers = 1;                  // -m
   bool out_of_order = false;        // -W
-  bool map_sources = true;          // read data runs through mappings (not with -T none)
   bool salvage = false;             // --salvage: unreadable source bytes become zeros, with a warning
   uint64_t rate_limit = 0;          // -r: guest bytes per second (0: unlimited)
 };

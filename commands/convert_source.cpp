@@ -16,9 +16,7 @@ qcow::Status SourceSet::open(const std::vector<std::string>& files, const qcow::
     if (!image) return image.status();
     if (options.key_secret) warn_if_legacy_aes(*image);
     const uint64_t size = image->size();
-    std::vector<bool> raw_layer;
-    for (const qcow::ImageInfo& layer : image->chain_info()) raw_layer.push_back(layer.format == qcow::Format::kRaw);
-    sources_.push_back({std::move(image).value(), total_, std::move(raw_layer)});
+    sources_.push_back({std::move(image).value(), total_});
     total_ += size;
   }
   return qcow::Status::ok();
@@ -37,19 +35,7 @@ size_t SourceSet::find(uint64_t t) const {
   return i;
 }
 
-// Where the extent's guest bytes can be read in place: host bytes of plain data
-// (not compressed; encrypted images report no host offsets), or of a raw file's
-// zero run (a hole or zeros, which read as zeros). A qcow2 zero cluster's host
-// bytes are not its guest bytes, so those are never mapped.
-const uint8_t* SourceSet::map_extent(const Source& s, const qcow::Extent& e) {
-  if (!e.host_offset || e.compressed || e.file.empty()) return nullptr;
-  const bool raw = size_t(e.depth) < s.raw_layer.size() && s.raw_layer[size_t(e.depth)];
-  if (e.zero && !raw) return nullptr;
-  if (!e.zero && !e.data) return nullptr;
-  return maps_.at(e.file, *e.host_offset, e.length);
-}
-
-qcow::Status SourceSet::next_run(uint64_t t, uint64_t max, bool mappable, Run* run) {
+qcow::Status SourceSet::next_run(uint64_t t, uint64_t max, Run* run) {
   *run = Run{};
   std::optional<bool> kind;
   bool first = true;
@@ -61,18 +47,12 @@ qcow::Status SourceSet::next_run(uint64_t t, uint64_t max, bool mappable, Run* r
     uint64_t covered = 0;
     bool stopped = false;
     QCOW_TRY(s.image.block_status(from, len, [&](const qcow::Extent& e) {
-      const uint8_t* p = mappable ? map_extent(s, e) : nullptr;
       if (first) {
         kind = e.zero;
-        run->mapped = p;
         first = false;
-      } else {
-        const uint64_t at = run->length + covered;  // bytes of the run so far
-        const bool continues = run->mapped ? p == run->mapped + at : p == nullptr;
-        if (e.zero != *kind || !continues) {
-          stopped = true;
-          return false;
-        }
+      } else if (e.zero != *kind) {
+        stopped = true;
+        return false;
       }
       covered = std::min(e.offset + e.length - from, len);
       return covered < len;

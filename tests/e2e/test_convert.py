@@ -320,10 +320,11 @@ def test_determinism_and_sparseness(c: Checker):
 
 
 def test_mapped_sources(c: Checker):
-    """Sources whose data runs convert reads through mappings of the host files:
+    """Sources whose block status runs are tricky for the reader (they were once read
+    through mappings of the host files, and stay as a test of the run splitting):
     host offsets that are not page aligned, zero clusters that keep stale host
     data underneath (must never be copied), a raw backing file with holes under a
-    qcow2 overlay, and the paths that must fall back to reads (-S 0, large -S)."""
+    qcow2 overlay, and zero runs written as data (-S 0, large -S)."""
     def io(img, *cmds):
         argv = ["qemu-io", "-f", "qcow2"]
         for cmd in cmds:
