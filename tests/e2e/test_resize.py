@@ -23,7 +23,6 @@ missing file, an unknown format, argument counts, and a locked image."""
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import os
 import shutil
@@ -236,14 +235,8 @@ def main() -> int:
     qimg = os.path.abspath(ap.parse_args().qimg)
     require_qemu_tools()
     with tempfile.TemporaryDirectory(prefix="qimg-resize-") as root:
-        failures, steps = [], 0
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(run_config, qimg, root, n) for n in CONFIGS]
-            futures += [pool.submit(stale_tail, qimg, root), pool.submit(errors, qimg, root)]
-            for f in futures:
-                n, fails = f.result()
-                steps += n
-                failures += fails
+        steps, failures = qimgtest.run_cases([(run_config, qimg, root, n) for n in CONFIGS]
+                                             + [(stale_tail, qimg, root), (errors, qimg, root)])
     for f in failures:
         print("FAIL " + f)
     print(f"{len(CONFIGS)} configurations, {steps} resizes compared with qemu-img, {len(failures)} failures")

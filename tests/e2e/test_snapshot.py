@@ -25,7 +25,6 @@ holds (exit status and one line naming the lock)."""
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import os
 import re
@@ -298,15 +297,8 @@ def main() -> int:
     qimgtest.require_tools("cmp")
     with tempfile.TemporaryDirectory(prefix="qimg-snapshot-") as root:
         os.chmod(root, 0o755)
-        jobs = [(name, opts) for name, opts in CONFIGS.items()]
-        failures, steps = [], 0
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(run_config, qimg, root, n, o) for n, o in jobs]
-            futures.append(pool.submit(error_cases, qimg, root))
-            for f in futures:
-                n, fails = f.result()
-                steps += n
-                failures += fails
+        steps, failures = qimgtest.run_cases([(run_config, qimg, root, n, o) for n, o in CONFIGS.items()]
+                                             + [(error_cases, qimg, root)])
     for f in failures:
         print("FAIL " + f)
     print(f"{len(CONFIGS)} configurations, {steps} steps compared with qemu-img, {len(failures)} failures")

@@ -15,6 +15,7 @@ Standard library only. Scripts import it with
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import shlex
@@ -131,3 +132,17 @@ def skip(reason: str):
     """Ends a test that cannot run in this build: ctest shows it as Skipped (SKIP_RETURN_CODE)."""
     print(f"SKIP: {reason}", flush=True)
     sys.exit(SKIP)
+
+
+def run_cases(calls, *, workers: int = 4) -> tuple[int, list[str]]:
+    """Runs each (function, *args) of `calls` on a thread pool. Every function returns
+    (steps, failures); the result sums the steps and joins the failure lists in the
+    order of `calls`. An exception in a case propagates (the test fails loudly)."""
+    steps, failures = 0, []
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(fn, *args) for fn, *args in calls]
+        for f in futures:
+            n, fails = f.result()
+            steps += n
+            failures += fails
+    return steps, failures
