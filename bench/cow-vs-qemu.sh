@@ -5,14 +5,21 @@
 #   interleave: qemu-img bench -d 1 with a 8 KiB stride (even, then odd), then a 1 MiB
 #     sequential read after dropping the page cache.
 # Each configuration is cluster_size 64k/2M x extended_l2 off/on. Prints ops/s of both and
-# qimg/QEMU. QEMU's time for qemu-io is wall time minus the same qemu-io run with no writes
-# (open + flush + close), so both sides count the writes and the final flush.
+# qimg/QEMU. Two rows per write scenario:
+#   write: `qimg bench`'s own loop against qemu-io reading the commands on stdin, QEMU's time
+#     being wall time minus the same qemu-io run with no writes (open + flush + close), so both
+#     sides count the writes and the final flush;
+#   io: whole processes on both sides, `qemu-io -c CMD ...` and `qimg io -c CMD ...` with the
+#     same command list on fresh copies of the same image, RUNS pairs, who goes first
+#     alternating; ops/s from the median times, the ratio is the median of the per-pair ratios
+#     (min..max in the last column).
 # Usage: bench/cow-vs-qemu.sh [QIMG] [WORKDIR]
-#   env: SIZE (1G), COUNT (16384), CACHE (writeback|none), SEED (1), SCENARIOS, CLUSTERS (one pass each)
+#   env: SIZE (1G), COUNT (16384), CACHE (writeback|none), SEED (1), SCENARIOS, CLUSTERS (one pass each),
+#        RUNS (io pairs, default 5)
 set -euo pipefail
 QIMG=$(readlink -f "${1:-build/qimg}")
 WORK=${2:-/tmp/qimg-cow-bench}
-SIZE=${SIZE:-1G}; COUNT=${COUNT:-16384}; CACHE=${CACHE:-writeback}; SEED=${SEED:-1}
+SIZE=${SIZE:-1G}; COUNT=${COUNT:-16384}; CACHE=${CACHE:-writeback}; SEED=${SEED:-1}; RUNS=${RUNS:-5}
 SCENARIOS=${SCENARIOS:-"cow-backing alloc rewrite interleave"}
 CLUSTERS=${CLUSTERS:-"64k 2M"}
 mkdir -p "$WORK"; cd "$WORK"
@@ -78,6 +85,34 @@ qimg_ops() { # scenario options phase [extra args...] -> ops/s of that phase
     python3 -c "import json,sys; d=json.load(sys.stdin); print(next(r['ops_per_sec'] for r in d['runs'] if r['phase']==sys.argv[1]))" "$phase"
 }
 
+# Whole-process pairs: prints "qimg_ops qemu_ops median_ratio min..max" (ratio = qimg ops / QEMU ops).
+io_pairs() { # template-image script
+  local tmpl=$1 r t0 t1 tq ti; local -a cmds=()
+  while IFS= read -r line; do cmds+=(-c "$line"); done < "$2"
+  : > io.t
+  for r in $(seq "$RUNS"); do
+    for who in $( [ $((r % 2)) = 1 ] && echo "qemu qimg" || echo "qimg qemu"); do
+      cp --sparse=always "$tmpl" io.qcow2
+      for f in io.qcow2 backing.raw full.raw; do [ -f "$f" ] && drop_cache "$f"; done
+      t0=$(now)
+      if [ "$who" = qemu ]; then qemu-io -t "$CACHE" -f qcow2 "${cmds[@]}" io.qcow2 > /dev/null
+      else "$QIMG" io -t "$CACHE" -f qcow2 "${cmds[@]}" io.qcow2 > /dev/null; fi
+      t1=$(now)
+      if [ "$who" = qemu ]; then tq=$(python3 -c "print($t1 - $t0)"); else ti=$(python3 -c "print($t1 - $t0)"); fi
+    done
+    echo "$ti $tq" >> io.t
+  done
+  rm -f io.qcow2
+  python3 - "$COUNT" io.t <<'PY'
+import statistics, sys
+count = int(sys.argv[1])
+pairs = [tuple(map(float, l.split())) for l in open(sys.argv[2]) if l.strip()]
+ratios = sorted(q / i for i, q in pairs)
+print(count / statistics.median(i for i, _ in pairs), count / statistics.median(q for _, q in pairs),
+      statistics.median(ratios), f"{ratios[0]:.2f}..{ratios[-1]:.2f}")
+PY
+}
+
 qemu_bench_ops() { # qemu-img bench args... -> ops/s
   local out count
   out=$(qemu-img bench "$@")
@@ -86,7 +121,7 @@ qemu_bench_ops() { # qemu-img bench args... -> ops/s
 }
 
 gen_script empty empty.io
-printf '%-12s %-24s %-10s %12s %12s %8s\n' scenario config phase qimg_ops/s qemu_ops/s ratio
+printf '%-12s %-24s %-10s %12s %12s %8s %s\n' scenario config phase qimg_ops/s qemu_ops/s ratio min..max
 for scenario in $SCENARIOS; do
   if [ "$scenario" = cow-backing ] && [ ! -f backing.raw ]; then fill_raw backing.raw; fi
   if [ "$scenario" != interleave ]; then gen_script "$scenario" "$scenario.io"; fi
@@ -122,6 +157,15 @@ for scenario in $SCENARIOS; do
         i=$(qimg_ops "$scenario" "$opts" write)
         printf '%-12s %-24s %-10s %12.0f %12.0f %8.2f\n' "$scenario" "$cs el2=$el2" write "$i" "$q" \
           "$(python3 -c "print($i / max($q, 1e-9))")"
+        # The template was written by qemu-io above: start the io pairs from a fresh one.
+        rm -f "$img"
+        case $scenario in
+          cow-backing) qemu-img create -q -f qcow2 -o "$opts" -b backing.raw -F raw "$img" "$SIZE" ;;
+          rewrite) qemu-img convert -f raw -O qcow2 -o "$opts" full.raw "$img" ;;
+          *) qemu-img create -q -f qcow2 -o "$opts" "$img" "$SIZE" ;;
+        esac
+        read -r i q ratio range <<< "$(io_pairs "$img" "$scenario.io")"
+        printf '%-12s %-24s %-10s %12.0f %12.0f %8.2f %s\n' "$scenario" "$cs el2=$el2" io "$i" "$q" "$ratio" "$range"
       fi
       rm -f "$img"
     done

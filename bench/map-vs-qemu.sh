@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # qimg map vs qemu-img map on the three layouts of issue 5, timed alternately in one run.
 # Usage: bench/map-vs-qemu.sh [QIMG] [WORKDIR]   (needs ~9 GiB free in WORKDIR while building images)
+# Env: RUNS (pairs per image, default 5). Who goes first alternates from pair to pair; the ratio
+# is the median of the per-pair qimg/qemu-img wall ratios, printed with their min..max.
 set -euo pipefail
 QIMG=${1:-build/qimg}; QIMG=$(readlink -f "$QIMG")
 WORK=${2:-/tmp/qimg-map-bench}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 mkdir -p "$WORK"; cd "$WORK"
 
 # A sparse raw file with `len` bytes of data every `step` bytes, written by seeking (fast, deterministic).
@@ -33,17 +35,23 @@ make_image c4k-64g $((64 << 30)) $((64 << 10)) 4096 cluster_size=4k
 make_image el2-128k-8g $((8 << 30)) $((8 << 10)) 4096 cluster_size=128k,extended_l2=on
 make_image c64k-8g $((8 << 30)) $((128 << 10)) 65536 cluster_size=64k
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-printf '%-14s %8s %10s %10s %8s %10s %10s\n' image lines qemu_s qimg_s ratio qemu_rss qimg_rss
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+printf '%-14s %8s %8s %8s %7s %-12s %10s %10s\n' image lines qemu_s qimg_s ratio min..max qemu_rss qimg_rss
 for img in c4k-64g el2-128k-8g c64k-8g; do
   : > q.t; : > i.t
   for r in $(seq "$RUNS"); do
-    /usr/bin/time -f "%e %M" -o q.one qemu-img map --output=json "$img.qcow2" > q.json; cat q.one >> q.t
-    /usr/bin/time -f "%e %M" -o i.one "$QIMG" map --output=json "$img.qcow2" > i.json; cat i.one >> i.t
+    if [ $((r % 2)) = 1 ]; then
+      /usr/bin/time -f "%e %M" -o q.one qemu-img map --output=json "$img.qcow2" > q.json; cat q.one >> q.t
+      /usr/bin/time -f "%e %M" -o i.one "$QIMG" map --output=json "$img.qcow2" > i.json; cat i.one >> i.t
+    else
+      /usr/bin/time -f "%e %M" -o i.one "$QIMG" map --output=json "$img.qcow2" > i.json; cat i.one >> i.t
+      /usr/bin/time -f "%e %M" -o q.one qemu-img map --output=json "$img.qcow2" > q.json; cat q.one >> q.t
+    fi
+    cmp -s q.json i.json || echo "WARNING: $img: outputs differ (pair $r)" >&2
   done
-  cmp -s q.json i.json || echo "WARNING: $img: outputs differ" >&2
-  qs=$(cut -d' ' -f1 q.t | median); is=$(cut -d' ' -f1 i.t | median)
-  qm=$(cut -d' ' -f2 q.t | median); im=$(cut -d' ' -f2 i.t | median)
-  printf '%-14s %8s %10s %10s %8.3f %8sKB %8sKB\n' "$img" "$(wc -l < q.json)" "$qs" "$is" \
-    "$(echo "$is $qs" | awk '{print ($2 > 0) ? $1 / $2 : 0}')" "$qm" "$im"
+  ratios=$(paste -d' ' i.t q.t | awk '{print ($3 > 0) ? $1 / $3 : 0}')
+  printf '%-14s %8s %8s %8s %7.3f %-12s %8sKB %8sKB\n' "$img" "$(wc -l < q.json)" "$(cut -d' ' -f1 q.t | median)" \
+    "$(cut -d' ' -f1 i.t | median)" "$(median <<< "$ratios")" \
+    "$(sort -g <<< "$ratios" | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%.2f..%.2f", lo, hi}')" \
+    "$(cut -d' ' -f2 q.t | sort -n | tail -1)" "$(cut -d' ' -f2 i.t | sort -n | tail -1)"
 done
