@@ -499,11 +499,31 @@ def run_misc(qimg, root):
 # `-r all` repairs the leaks and COPIED flags but cannot mend the entry. qimg must report the
 # same (exit code, findings on stderr, summary, JSON) and repair at least as much: qemu-img finds
 # no more in qimg's repaired image than in its own, and both read the same.
+def shorten_extra(q, e, keep):
+    """Rewrites the snapshot entry at e with only `keep` bytes of extra data (QEMU's check
+    calls a v3 entry with fewer than 16 "incomplete"); the freed tail stays zero."""
+    fixed = q.read(e, 40)
+    extra_size, id_size, name_size = struct.unpack(">I", fixed[36:40])[0], *struct.unpack(">HH", fixed[12:16])
+    extra = q.read(e + 40, extra_size)
+    id_name = q.read(e + 40 + extra_size, id_size + name_size)
+    entry = fixed[:36] + struct.pack(">I", keep) + extra[:keep] + id_name
+    old = 40 + extra_size + id_size + name_size
+    q.write(e, entry + bytes((old + 7) // 8 * 8 - len(entry)))
+
+
 SNAPSHOT_DAMAGE = {
     "unaligned-l1": lambda q, e: q.p64(e, q.u64(e) + 0x200),
     "l1-too-large": lambda q, e: q.write(e + 8, struct.pack(">I", 0x500000)),
     "l1-past-eof": lambda q, e: q.p64(e, 0x6000000),
+    # -r all rewrites the table with the entry completed: compared below as qemu-img lists it
+    "incomplete-0": lambda q, e: shorten_extra(q, e, 0),
+    "incomplete-8": lambda q, e: shorten_extra(q, e, 8),
 }
+
+
+def snapshot_list(img):
+    r = run([QEMU_IMG, "info", "--output=json", img])
+    return json.loads(r.stdout).get("snapshots") if r.returncode == 0 else r.stderr
 
 
 def run_snapshot_table(qimg, root):
@@ -544,6 +564,17 @@ def run_snapshot_table(qimg, root):
             ra, rb = raw_content(d, img, "a.raw"), raw_content(d, mine, "b.raw")
             if not ra or not rb or not filecmp.cmp(ra, rb, shallow=False):
                 problems.append(f"{tag}: the repaired images read differently")
+            if name.startswith("incomplete"):
+                if "Repairing snapshot table entry 0 is incomplete" not in r.stderr:
+                    problems.append(f"{tag}: qimg check -r all did not say it completed the entry: {r.stderr!r}")
+                la, lb = snapshot_list(img), snapshot_list(mine)
+                if la != lb:
+                    problems.append(f"{tag}: snapshots after the repairs: qemu-img's {la}, qimg's {lb}")
+                sa, sb = (run([QEMU_IMG, "convert", "-l", "s1", "-O", "raw", f, os.path.join(d, out)])
+                          for f, out in ((img, "sa.raw"), (mine, "sb.raw")))
+                if sa.returncode or sb.returncode or not filecmp.cmp(os.path.join(d, "sa.raw"),
+                                                                     os.path.join(d, "sb.raw"), shallow=False):
+                    problems.append(f"{tag}: snapshot s1 reads differently after the repairs")
     return problems
 
 

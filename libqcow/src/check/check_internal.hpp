@@ -19,6 +19,7 @@ struct CheckTally {
   uint64_t refcount_corruptions = 0;  // stored < recomputed (a rebuild fixes these)
   uint64_t highest_cluster = 0;       // highest cluster in use or with a refcount
   bool rebuild = false;               // a used cluster has no refcount: patching cannot fix it
+  uint64_t incomplete_snapshots = 0;  // v3 snapshot entries complete_snapshot_table() is to complete
 };
 
 // QEMU's compare_refcounts(): stored against recomputed counts. With `fix` the
@@ -37,6 +38,13 @@ Status check_copied(Qcow2Driver& d, StoredRefcounts& stored, bool repair, CheckT
 Status apply_entry_fixes(Qcow2Driver& d, const RefcountWalk& walk);
 
 // check -r: one repairing pass over an image opened writable with OpenOptions::repair.
+// Rewrites the snapshot table of a v3 image with every entry's extra data completed as
+// QEMU's check -r all does (64-bit VM state size, the disk size, icount -1), through
+// the same atomic switch as snapshot create/delete. Needs correct refcounts (run it
+// after repair_pass, on a fresh writable open); `d` is stale afterwards. Returns the
+// number of entries completed.
+Result<uint64_t> complete_snapshot_table(Qcow2Driver& d);
+
 Status repair_pass(Qcow2Driver& d, Repair repair, uint64_t memory_limit, CheckTally& tally,
                    std::vector<std::string>& messages);
 

@@ -20,6 +20,7 @@
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
 #include "meta/tables.hpp"
+#include "snapshot/commit.hpp"
 
 namespace qcow {
 
@@ -42,6 +43,25 @@ Status apply_entry_fixes(Qcow2Driver& d, const RefcountWalk& w) {
   return f.flush();
 }
 
+Result<uint64_t> complete_snapshot_table(Qcow2Driver& d) {
+  L1Change c;
+  c.size = d.size();
+  c.snapshots = d.snapshots();
+  uint64_t completed = 0;
+  for (SnapshotEntry& e : c.snapshots) {
+    if (e.extra.size() >= 16) continue;
+    std::vector<uint8_t> extra(24, 0);
+    if (e.extra.size() >= 8) std::copy_n(e.extra.begin(), 8, extra.begin());  // the 64-bit VM state size
+    else store_be64(extra.data(), e.vm_state_size32);
+    store_be64(extra.data() + 8, c.size);
+    store_be64(extra.data() + 16, ~uint64_t(0));  // icount: none recorded
+    e.extra = std::move(extra);
+    ++completed;
+  }
+  if (completed) QCOW_TRY(commit_l1_change(d, c));
+  return completed;
+}
+
 Status repair_pass(Qcow2Driver& d, Repair repair, uint64_t memory_limit, CheckTally& t,
                    std::vector<std::string>& messages) {
   const Geometry& g = d.geometry();
@@ -51,6 +71,7 @@ Status repair_pass(Qcow2Driver& d, Repair repair, uint64_t memory_limit, CheckTa
   messages.insert(messages.end(), w.messages.begin(), w.messages.end());
   t.check_errors += w.check_errors;
   t.corruptions += w.corruptions;
+  t.incomplete_snapshots = w.incomplete_snapshots;
   StoredRefcounts stored(d.image_file(), g);
   QCOW_TRY(stored.load(d.header().refcount_table_offset, d.header().refcount_table_clusters));
   CheckTally pre;

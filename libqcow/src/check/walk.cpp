@@ -31,7 +31,7 @@ class Walker {
   void ref(uint64_t offset, uint64_t len) {
     if (!len || !status_.is_ok()) return;
     if (!within_file(offset, len)) {
-      problem(false, past_end(offset, len));
+      problem(false, past_end(offset, len), Prefix::kColon);
       return;
     }
     uint64_t first = offset >> g_.cluster_bits, last = (offset + len - 1) >> g_.cluster_bits;
@@ -65,14 +65,16 @@ class Walker {
   }
 
   // A finding. Fixable ones become repairs in plan mode; the rest are corruptions.
-  void problem(bool fixable, const std::string& text) {
+  // How QEMU prefixes a finding: "ERROR: counting reference ..." but "ERROR snapshot ...",
+  // "ERROR l2 ...". The caller that builds the text knows which one it is.
+  enum class Prefix { kPlain, kColon };
+
+  void problem(bool fixable, const std::string& text, Prefix prefix = Prefix::kPlain) {
     if (plan_ && fixable) {
       out_.messages.push_back("Repairing " + text);
       ++out_.planned_fixes;
     } else {
-      // QEMU writes "ERROR: counting reference ..." but "ERROR snapshot ...", "ERROR l2 ...".
-      const bool colon = text.rfind("counting reference", 0) == 0;
-      out_.messages.push_back((colon ? "ERROR: " : "ERROR ") + text);
+      out_.messages.push_back((prefix == Prefix::kColon ? "ERROR: " : "ERROR ") + text);
       ++out_.corruptions;
     }
   }
@@ -94,7 +96,7 @@ class Walker {
       uint64_t off = e & kL1eOffsetMask;
       bool drop = false;
       if (!within_file(off, g_.cluster_size)) {  // the table reads as zeros: clearing the entry keeps the guest view
-        problem(true, past_end(off, g_.cluster_size) + (plan_ ? " (L1 entry cleared)" : ""));
+        problem(true, past_end(off, g_.cluster_size) + (plan_ ? " (L1 entry cleared)" : ""), Prefix::kColon);
         drop = true;
       } else if (!plan_) {
         ref(off, g_.cluster_size);
@@ -133,8 +135,8 @@ class Walker {
 
   // One L2 entry. `quiet`: a repeated visit in plan mode (findings already recorded).
   bool entry(uint64_t l2_offset, uint64_t j, L2Entry e, bool active, L2Entry& fixed, uint64_t& next_contiguous, bool quiet) {
-    auto finding = [&](bool fixable, const std::string& text) {
-      if (!quiet) problem(fixable, text);
+    auto finding = [&](bool fixable, const std::string& text, Prefix prefix = Prefix::kPlain) {
+      if (!quiet) problem(fixable, text, prefix);
     };
     const uint64_t cs = g_.cluster_size;
     const bool ext = g_.extended_l2;
@@ -162,7 +164,7 @@ class Walker {
         if (!plan_) return false;  // QEMU stops here: the compressed data is not counted
       }
       if (!within_file(ce.offset, ce.length)) {  // reads fail: the data is gone
-        finding(true, past_end(ce.offset, ce.length) + (plan_ ? " (L2 entry now reads as zeros)" : ""));
+        finding(true, past_end(ce.offset, ce.length) + (plan_ ? " (L2 entry now reads as zeros)" : ""), Prefix::kColon);
         fixed = zero_entry();
       } else {
         ref(ce.offset, ce.length);
@@ -197,7 +199,7 @@ class Walker {
         next_contiguous = off + cs;
       }
       if (!within_file(off, cs)) {  // QEMU reads zeros past the end of the file: keep reading zeros
-        finding(true, past_end(off, cs) + (plan_ ? " (L2 entry now reads as zeros)" : ""));
+        finding(true, past_end(off, cs) + (plan_ ? " (L2 entry now reads as zeros)" : ""), Prefix::kColon);
         fixed = zero_entry();
         drop = true;
       } else if (!(drop && plan_)) {
@@ -304,11 +306,19 @@ Status walk_refcounts(Qcow2Driver& d, WalkRefcountStructures mode, RefcountWalk&
   w.ref(0, g.cluster_size);
   QCOW_TRY(w.l1(h.l1_table_offset, h.l1_size, true));
   // Version 3 entries carry the large VM state size and the disk size (16 bytes of extra
-  // data); QEMU's check reports shorter ones. Its -r all rewrites the table; qimg does not
-  // yet, so the finding stays (the repair reports it unrepaired).
+  // data); QEMU's check reports shorter ones, and its -r all rewrites the table with the
+  // entries completed (complete_snapshot_table, once the refcounts are right).
   if (h.version >= 3)
-    for (size_t i = 0; i < d.snapshots().size(); ++i)
-      if (d.snapshots()[i].extra.size() < 16) w.problem(false, fmt::format("snapshot table entry {} is incomplete", i));
+    for (size_t i = 0; i < d.snapshots().size(); ++i) {
+      if (d.snapshots()[i].extra.size() >= 16) continue;
+      const std::string text = fmt::format("snapshot table entry {} is incomplete", i);
+      if (fixes == WalkFixes::kPlan) {
+        out.messages.push_back("Repairing " + text);
+        ++out.incomplete_snapshots;
+      } else {
+        w.problem(false, text);
+      }
+    }
   for (const auto& s : d.snapshots()) {
     if (s.l1_table_offset & (g.cluster_size - 1)) {
       w.problem(false, fmt::format("snapshot {} ({}) l1_offset={:#x}: L1 table is not cluster aligned; snapshot table "

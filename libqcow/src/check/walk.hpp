@@ -40,6 +40,7 @@ struct RefcountWalk {
   uint64_t refblock_corruptions = 0;     // of these, the ones a refcount rebuild fixes
   uint64_t check_errors = 0;
   uint64_t planned_fixes = 0;            // findings the L1/L2 fixes below repair
+  uint64_t incomplete_snapshots = 0;     // kPlan: v3 snapshot entries to complete (complete_snapshot_table)
   uint64_t allocated_clusters = 0, compressed_clusters = 0, fragmented_clusters = 0;  // active L1 only
   SubclusterCounts subclusters;          // active L1 only, extended L2 only
   std::vector<L1Fix> l1_fixes;
