@@ -33,7 +33,7 @@ Result<std::vector<uint8_t>*> StoredRefcounts::block(uint64_t rt) {
     return Status::corrupt(fmt::format("refblock offset {:#x} unaligned (reftable index: {:#x})", off, rt));
   auto it = blocks_.find(rt);
   if (it != blocks_.end()) return &it->second;
-  if (blocks_.size() >= kMaxCachedBlocks) {
+  if (blocks_.size() >= max_cached_blocks()) {
     QCOW_TRY(write_back());
     blocks_.clear();
     dirty_.clear();
