@@ -12,6 +12,8 @@
 #include <new>
 #include <string_view>
 
+#include "codec/bytes.hpp"
+
 namespace qcow {
 namespace {
 
@@ -31,10 +33,8 @@ constexpr uint64_t kLuksSlotAlignSectors = 4096 / kSectorSize;
 constexpr uint64_t kLuksStripes = 4000;
 constexpr uint64_t kLuksKeySlots = 8;
 
-uint64_t div_round_up(uint64_t n, uint64_t d) { return n / d + (n % d != 0); }
 uint64_t round_up(uint64_t n, uint64_t a) { return div_round_up(n, a) * a; }
 uint64_t l2_entry_bytes(L2Entries e) { return e == L2Entries::kExtended ? 16 : 8; }
-bool is_power_of_2(uint64_t v) { return v && !(v & (v - 1)); }
 
 int log2_exact(uint64_t v) {
   int n = 0;
@@ -153,7 +153,7 @@ Result<Measurement> measure_qcow2(const MeasureOptions& o, Image* source) {
 }  // namespace
 
 Status check_cluster_size(uint64_t cluster_size, L2Entries entries) {
-  if (!is_power_of_2(cluster_size) || cluster_size < kMinClusterSize || cluster_size > kMaxClusterSize)
+  if (!is_power_of_two(cluster_size) || cluster_size < kMinClusterSize || cluster_size > kMaxClusterSize)
     return Status::invalid(fmt::format("Cluster size must be a power of two between {} and {}k", kMinClusterSize,
                                        kMaxClusterSize >> 10));
   const uint64_t min_extended = kMinClusterSize * kSubclustersPerCluster;
@@ -164,7 +164,7 @@ Status check_cluster_size(uint64_t cluster_size, L2Entries entries) {
 }
 
 Status check_refcount_bits(uint64_t refcount_bits, int version) {
-  if (refcount_bits > 64 || !is_power_of_2(refcount_bits))
+  if (refcount_bits > 64 || !is_power_of_two(refcount_bits))
     return Status::invalid("Refcount width must be a power of two and may not exceed 64 bits");
   if (version < 3 && refcount_bits != 16)
     return Status::invalid(
