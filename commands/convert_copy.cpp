@@ -293,6 +293,12 @@ class Pipeline {
     return qcow::Status::ok();
   }
 
+  // A unit of a zero run that is to be written as data: fill() left its bytes unset.
+  void zero_unit(Chunk& c, size_t i) const {
+    const uint64_t at = i * unit();
+    std::memset(c.data.data() + at, 0, std::min(unit(), c.length - at));
+  }
+
   // Worker: classifies each unit, applies -S, compresses.
   qcow::Status process(Chunk& c) {
     if (c.all_zero) return qcow::Status::ok();
@@ -305,7 +311,7 @@ class Pipeline {
       if (c.zero_run[i]) {  // zeros without reading them (the buffer does not hold them yet)
         if (c.has_base && all_zero(c.base.data() + at, len)) c.kinds[i] = kSame;
         else if (cfg_.sparse != 0) c.kinds[i] = kZero;
-        else std::memset(c.data.data() + at, 0, len);  // -S 0: written as data
+        else zero_unit(c, i);  // -S 0: written as data
         continue;
       }
       const uint8_t* p = bytes + at;
@@ -326,7 +332,7 @@ class Pipeline {
         if (run_bytes < cfg_.sparse && next_to_data) {
           std::fill(c.kinds.begin() + i, c.kinds.begin() + j, uint8_t(kData));
           for (size_t k = i; k < j; ++k)
-            if (c.zero_run[k]) std::memset(c.data.data() + k * u, 0, std::min(u, c.length - k * u));
+            if (c.zero_run[k]) zero_unit(c, k);
         }
         i = j;
       }

@@ -76,16 +76,14 @@ Result<CheckReport> check_image_impl(const std::string& path, const CheckOptions
   QCOW_TRY(repair_pass(static_cast<Qcow2Driver&>(*driver), o.repair, o.memory_limit, t, repair_messages));
   QCOW_TRY(driver->close());
   driver.reset();
-  if (t.incomplete_snapshots) {
-    // Only over refcounts the repair left right: otherwise the re-check reports the entries.
-    if (!t.corruptions && !t.check_errors) {
-      QCOW_ASSIGN_OR_RETURN(driver, open_for_check(path, o, true));
-      auto completed = complete_snapshot_table(static_cast<Qcow2Driver&>(*driver));
-      static_cast<Qcow2Driver&>(*driver).abandon();
-      driver.reset();
-      if (!completed) return completed.status();
-      t.corruptions_fixed += *completed;
-    }
+  // Only over refcounts the repair left right: otherwise the re-check reports the entries.
+  if (t.incomplete_snapshots && !t.corruptions && !t.check_errors) {
+    QCOW_ASSIGN_OR_RETURN(driver, open_for_check(path, o, true));
+    auto completed = complete_snapshot_table(static_cast<Qcow2Driver&>(*driver));
+    static_cast<Qcow2Driver&>(*driver).abandon();
+    driver.reset();
+    if (!completed) return completed.status();
+    t.corruptions_fixed += *completed;
   }
   // Double-check the repaired image from a fresh open (the report describes this pass).
   QCOW_ASSIGN_OR_RETURN(driver, open_for_check(path, o, false));

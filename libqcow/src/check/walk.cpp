@@ -333,7 +333,7 @@ Status walk_refcounts(Qcow2Driver& d, WalkRefcountStructures mode, RefcountWalk&
     // More than a cluster past the end of the file: reported as QEMU's counting does, and
     // not followed. Anything QEMU still follows is walked, so no reference goes uncounted.
     const uint64_t l1_bytes = uint64_t(s.l1_size) * 8;
-    if (s.l1_table_offset >= kMaxHostOffset || s.l1_table_offset + l1_bytes >= file_size + g.cluster_size) {
+    if (!w.within_file(s.l1_table_offset, l1_bytes)) {
       w.ref(s.l1_table_offset, l1_bytes);
       continue;
     }
