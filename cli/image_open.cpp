@@ -12,6 +12,9 @@ namespace qimg {
 std::string open_failure_reason(const std::string& filename, const qcow::Status& status) {
   std::string reason = status.message();
   if (!filename.empty() && reason.rfind(filename + ": ", 0) == 0) reason.erase(0, filename.size() + 2);
+  // The library already said it in qemu-img's words (an external data file that is missing).
+  const std::string named = fmt::format("Could not open '{}': ", filename);
+  if (!filename.empty() && reason.rfind(named, 0) == 0) reason.erase(0, named.size());
   // A backing file that failed: qemu-img says why in the same words, one level down.
   static const std::string kBacking = "could not open backing file: ";
   if (reason.rfind(kBacking, 0) == 0) {

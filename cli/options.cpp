@@ -262,11 +262,8 @@ qcow::Status validate_create_options(CreateSpec* spec) {
       if (key.starts_with("encrypt.") && key != "encrypt.key-secret")
         return qcow::Status::invalid(fmt::format("Parameter '{}' requires encrypt.format", key));
   }
-  for (const auto& [key, value] : spec->given) {
-    if (key == "data_file" || key == "data_file_raw") {
-      return qcow::Status::unsupported(fmt::format("option '{}': external data files are not supported yet", key));
-    }
-  }
+  if (const std::string* v = get(*spec, "data_file")) o.data_file = *v;
+  o.data_file_raw = get_bool(*spec, "data_file_raw");
   o.extended_l2 = get_bool(*spec, "extended_l2");
   if (const std::string* v = get(*spec, "cluster_size")) o.cluster_size = static_cast<uint32_t>(std::min<uint64_t>(std::stoull(*v), UINT32_MAX));
   if (const std::string* v = get(*spec, "backing_file")) o.backing_file = *v;

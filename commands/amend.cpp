@@ -17,7 +17,7 @@ void register_amend(CLI::App& app, std::shared_ptr<AmendOptions> o) {
   add_secret_options(app);
   app.add_option("-f", o->format, "Image format (qcow2; default: probe)");
   app.add_option("-o", o->options, "Options to change: compat, refcount_bits, lazy_refcounts, backing_file, "
-                                    "backing_fmt, size, extended_l2 (-o help lists them)")->allow_extra_args(false);
+                                    "backing_fmt, size, extended_l2, data_file, data_file_raw (-o help lists them)")->allow_extra_args(false);
   app.add_flag("-p", o->progress, "Show progress");
   app.add_flag("-q", o->quiet, "Quiet");
   app.add_flag("--force", o->force, "Allow changes qemu-img asks to force");
@@ -32,6 +32,8 @@ void print_amend_help() {
       "  backing_file=<str>     - File name of a base image\n"
       "  backing_fmt=<str>      - Image format of the base image\n"
       "  compat=<str>           - Compatibility level (v2 [0.10] or v3 [1.1])\n"
+      "  data_file=<str>        - File name of an external data file\n"
+      "  data_file_raw=<bool (on/off)> - The external data file must stay valid as a raw image (off only)\n"
       "  extended_l2=<bool (on/off)> - Extended L2 tables (converted in place, without copying guest data)\n"
       "  lazy_refcounts=<bool (on/off)> - Postpone refcount updates\n"
       "  refcount_bits=<num>    - Width of a reference count entry in bits\n"
@@ -93,7 +95,13 @@ int run_amend(const AmendOptions& o) {
       new_size = *n;
     } else if (k == "cluster_size" || k == "preallocation" || k == "compression_type" || k == "encryption") {
       return fail(fmt::format("Invalid parameter '{}'\nThis option is only supported for image creation", k));
-    } else if (k.rfind("encrypt.", 0) == 0 || k == "data_file" || k == "data_file_raw") {
+    } else if (k == "data_file") {
+      a.data_file = v;
+    } else if (k == "data_file_raw") {
+      auto b = boolean();
+      if (!b) return 1;
+      a.data_file_raw = *b;
+    } else if (k.rfind("encrypt.", 0) == 0) {
       return fail(fmt::format("Changing '{}' is not supported yet", k));
     } else {
       return fail(fmt::format("Invalid parameter '{}'", k));

@@ -90,6 +90,7 @@ Json qcow2_specific(const qcow::ImageInfo& info) {
     d["corrupt"] = info.corrupt;
     d["extended-l2"] = info.extended_l2;
     if (!info.data_file.empty()) d["data-file"] = info.data_file;
+    if (info.incompatible_features & (1u << 2)) d["data-file-raw"] = info.data_file_raw;  // external data file bit
   }
   return d;
 }
@@ -213,6 +214,7 @@ int run_info(const InfoOptions& o_arg) {
   if (qcow::Status s = parse_format_option(o.format, &open_options.format); !s) return fail(s);
   open_options.force_share = o.force_share;
   open_options.open_backing = o.backing_chain;
+  open_options.open_data_file = false;  // metadata only, as qemu-img info
   auto image = qcow::Image::open(o.filename, open_options);
   if (!image) return fail(image.status());
 

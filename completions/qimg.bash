@@ -1,7 +1,7 @@
 # bash completion for qimg                                   -*- shell-script -*-
 # Keep in sync with the command table in cli/main.cpp and man/qimg.1.
 
-_qimg_amend_keys="backing_file= backing_fmt= compat= extended_l2= lazy_refcounts= refcount_bits= size= help"
+_qimg_amend_keys="backing_file= backing_fmt= compat= data_file= data_file_raw= extended_l2= lazy_refcounts= refcount_bits= size= help"
 _qimg_create_keys="backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= lazy_refcounts= preallocation= refcount_bits= size= help"
 
 _qimg()

@@ -1,7 +1,7 @@
 # fish completion for qimg. Keep in sync with cli/main.cpp and man/qimg.1.
 
 set -l cmds amend bench check commit compare convert create info io map measure rebase resize snapshot
-set -l amend_keys backing_file= backing_fmt= compat= extended_l2= lazy_refcounts= refcount_bits= size= help
+set -l amend_keys backing_file= backing_fmt= compat= data_file= data_file_raw= extended_l2= lazy_refcounts= refcount_bits= size= help
 set -l okeys backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= lazy_refcounts= preallocation= refcount_bits= size= help
 
 complete -c qimg -f

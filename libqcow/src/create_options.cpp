@@ -25,6 +25,11 @@ Status validate_qcow2(const CreateOptions& o) {
     return Status::invalid("Backing format cannot be used without backing file");
   if (!o.backing_format.empty() && !parse_format(o.backing_format))
     return Status::invalid(fmt::format("Unknown backing file format '{}'", o.backing_format));
+  if (!o.data_file.empty() && o.version < 3)
+    return Status::invalid(fmt::format("External data files are only supported with {}", kNeedsV3));
+  if (o.data_file_raw && o.data_file.empty()) return Status::invalid("data-file-raw requires data-file");
+  if (o.data_file_raw && !o.backing_file.empty())
+    return Status::invalid("Backing file and data-file-raw cannot be used at the same time");
   if (o.lazy_refcounts && o.version < 3)
     return Status::invalid(fmt::format("Lazy refcounts only supported with {}", kNeedsV3));
   if (o.refcount_bits < 1 || o.refcount_bits > 64 || !is_power_of_two(uint64_t(o.refcount_bits)))

@@ -29,6 +29,8 @@ class Driver {
   virtual Format format() const = 0;
   virtual uint64_t size() const = 0;
   virtual const std::string& path() const = 0;
+  // The file guest data is read from (an external data file, or path()).
+  virtual const std::string& data_path() const { return path(); }
   virtual bool writable() const = 0;
   virtual Status read(uint64_t offset, std::span<uint8_t> buf) = 0;
   virtual Status write(uint64_t offset, std::span<const uint8_t> buf, Compress compress) = 0;

@@ -85,7 +85,8 @@ Result<std::unique_ptr<Driver>> open_driver(const std::string& path, const OpenO
     if (s.is_ok()) s = d->update_incompatible(0, kIncompatDirty);
   }
   if (!s.is_ok()) {
-    if (s.message().rfind(path, 0) != 0) s.prepend(path + ": ");
+    // (A message that already names the image, as QEMU's "Could not open 'IMAGE': ...", stays.)
+    if (s.message().rfind(path, 0) != 0 && s.message().rfind("Could not open '" + path + "'", 0) != 0) s.prepend(path + ": ");
     return s;
   }
   return std::unique_ptr<Driver>(std::move(d));
@@ -173,7 +174,10 @@ Result<Extent> chain_status(Driver& d, uint64_t offset, uint64_t max_len, int de
   e.length = r.length;
   e.depth = depth;
   e.file = d.path();
-  if (r.has_host) e.host_offset = r.host_offset;
+  if (r.has_host) {
+    e.host_offset = r.host_offset;
+    e.file = d.data_path();  // host offsets lie in the external data file, if there is one
+  }
   switch (r.kind) {
     case LayerRun::kData: e.present = true; e.data = true; e.zero = r.file_zero; return e;
     case LayerRun::kCompressed: e.present = true; e.data = true; e.compressed = true; return e;

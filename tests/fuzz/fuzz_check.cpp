@@ -44,6 +44,7 @@ qcow::Result<qcow::CheckReport> check(const std::string& path, qcow::Repair repa
   qcow::CheckOptions o;
   o.format = qcow::Format::kQcow2;
   o.repair = repair;
+  o.open_data_file = false;  // an input must not name a file to open
   return no_internal(qcow::check_image(path, o));
 }
 
@@ -64,6 +65,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     o.format = qcow::Format::kQcow2;
     o.writable = true;
     o.open_backing = false;
+    o.open_data_file = false;
     auto img = no_internal(qcow::Image::open(path, o));
     if (img.is_ok() && img->size() && img->info().encrypt_format == qcow::EncryptionFormat::kNone) {
       std::vector<uint8_t> buf(std::min<uint64_t>(img->size(), 4096), 0x5a);

@@ -41,6 +41,7 @@ inline qcow::Result<std::unique_ptr<qcow::Driver>> open_file(qcow::File* file, b
   o.format = qcow::Format::kQcow2;
   o.writable = writable;
   o.open_backing = false;  // the fuzzer must not reach the file system
+  o.open_data_file = false;
   o.l2_cache_size = 1 << 20;
   return qcow::open_qcow2(std::make_unique<BorrowedFile>(file), o, 0);
 }

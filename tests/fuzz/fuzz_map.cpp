@@ -37,6 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::fclose(f);
   qcow::OpenOptions o;
   o.open_backing = false;  // the fuzzer must not reach other files
+  o.open_data_file = false;
   o.force_share = true;
   o.l2_cache_size = 1 << 20;
   auto img = qcow::Image::open(path, o);

@@ -35,8 +35,9 @@ def main():
         img = os.path.join(tmp, "img.qcow2")
         for src in files:
             shutil.copyfile(src, img)
+            # (In the scratch directory: an external data file name is opened relative to it.)
             r = subprocess.run([a.qimg, "check", "-r", "all", "-f", "qcow2", img], capture_output=True, text=True,
-                               timeout=60)
+                               timeout=60, cwd=tmp)
             if r.returncode > 3 or "Sanitizer" in r.stderr or "runtime error:" in r.stderr:
                 failures.append(f"{src}: qimg check -r all exited {r.returncode}\n{r.stderr[-2000:]}")
                 continue
@@ -45,7 +46,7 @@ def main():
                 continue
             # The image alone: a backing file named in a fuzzed header does not exist.
             spec = '{"driver": "qcow2", "file": {"driver": "file", "filename": "%s"}, "backing": null}' % img
-            q = subprocess.run(["qemu-img", "check", "json:" + spec], capture_output=True, text=True, timeout=60)
+            q = subprocess.run(["qemu-img", "check", "json:" + spec], capture_output=True, text=True, timeout=60, cwd=tmp)
             judged += 1
             if q.returncode != 0:
                 kept = os.path.join(tempfile.gettempdir(), "qimg-corpus-" + os.path.basename(src))

@@ -55,14 +55,20 @@ class Config:
     compress: bool = False                # workload uses compressed writes
     chain: str | None = None              # None, "raw" or "qcow2": depth-2 backing chain
     snapshot: bool = False                # internal snapshot between two workload phases
+    data_file: str | None = None          # None, "on" or "raw" (data_file_raw=on): external data file
     explicit: dict = field(default_factory=dict)
 
     @property
     def size(self) -> int:
         return max(16 * MiB, 40 * self.cluster_size)
 
-    def opts(self, *, prealloc: bool = True) -> str:
+    def opts(self, *, prealloc: bool = True, data_name: str = "data.raw") -> str:
+        """Creation options; an external data file is named data_name (one per image)."""
         o = [f"compat={self.compat}", f"cluster_size={size_str(self.cluster_size)}"]
+        if self.data_file:
+            o.append(f"data_file={data_name}")
+            if self.data_file == "raw":
+                o.append("data_file_raw=on")
         if self.extended_l2:
             o.append("extended_l2=on")
         if self.refcount_bits is not None:
@@ -83,6 +89,8 @@ class Config:
             d["lazy-refcounts"] = self.lazy_refcounts
             d["extended-l2"] = self.extended_l2
             d["compression-type"] = self.compression_type or "zlib"
+        if self.data_file:
+            d["data-file-raw"] = self.data_file == "raw"
         return d
 
     def other(self) -> "Config":
@@ -169,6 +177,15 @@ def build_configs() -> list[Config]:
         C("snap-c4k", cluster_size=4 * KiB, snapshot=True),
         C("snap-el2-c64k", extended_l2=True, snapshot=True),
         C("snap-el2-zlib-c64k", extended_l2=True, snapshot=True, compress=True),
+    ]
+    # external data files (the spec rules out compression and internal snapshots there)
+    cfgs += [
+        C("df-c64k", data_file="on"),
+        C("df-c512", data_file="on", cluster_size=512),
+        C("df-el2-c64k", data_file="on", extended_l2=True),
+        C("df-el2-c2M", data_file="on", extended_l2=True, cluster_size=2 * MiB),
+        C("df-raw-c4k", data_file="raw", cluster_size=4 * KiB),
+        C("df-raw-el2-c16k", data_file="raw", extended_l2=True, cluster_size=16 * KiB),
     ]
     return cfgs
 
@@ -282,8 +299,8 @@ def qemu_check_clean(ctx: Ctx, img: str) -> dict:
     return rep
 
 
-def qemu_compare(ctx: Ctx, img: str, raw: str) -> None:
-    r = ctx.run([QEMU_IMG, "compare", "-f", "qcow2", "-F", "raw", img, raw], check=False)
+def qemu_compare(ctx: Ctx, img: str, raw: str, fmt: str = "qcow2") -> None:
+    r = ctx.run([QEMU_IMG, "compare", "-f", fmt, "-F", "raw", img, raw], check=False)
     if r.rc != 0 or "identical" not in r.out:
         raise CaseFailure(f"qemu-img compare {img} {raw}: not identical\n{r.describe()}")
     log(f"  ok: qemu-img compare {img} {raw}: identical")
@@ -444,6 +461,8 @@ def run_i2q(ctx: Ctx) -> None:
     for img in images:
         ctx.soft(qemu_check_clean, ctx, img)
     ctx.soft(qemu_compare, ctx, top, "expected.raw")
+    if cfg.data_file == "raw":  # qimg kept the data file a valid raw image by itself
+        ctx.soft(qemu_compare, ctx, "data.raw", "expected.raw", "raw")
     sizes = cfg.layer_sizes()
     if cfg.chain:
         bfmt = cfg.chain
@@ -471,8 +490,10 @@ def run_cvt(ctx: Ctx) -> None:
     c_flag = ["-c"] if cfg.compress else []
 
     def from_raw():
-        ctx.run([ctx.qimg, "convert", "-f", "raw", "-O", "qcow2", "-o", cfg.opts(), *c_flag,
+        ctx.run([ctx.qimg, "convert", "-f", "raw", "-O", "qcow2", "-o", cfg.opts(data_name="conv.data"), *c_flag,
                  "expected.raw", "conv.qcow2"])
+        if cfg.data_file == "raw":  # the data file alone is the disk
+            qemu_compare(ctx, "conv.data", "expected.raw", fmt="raw")
         rep = qemu_check_clean(ctx, "conv.qcow2")
         qemu_compare(ctx, "conv.qcow2", "expected.raw")
         check_qemu_info(ctx, "conv.qcow2", cfg, cfg.layer_sizes()[-1])

@@ -316,3 +316,102 @@ TEST_CASE("discard on a version 2 image with a backing file keeps the data (as Q
 }
 
 }  // TEST_SUITE
+
+namespace {
+
+// Notes every change and flush of the files of one image, in order, tagged by file.
+struct Sequence {
+  struct Op {
+    bool data;   // the external data file (else the image file)
+    bool flush;  // else a write
+    uint64_t offset = 0, length = 0;
+  };
+  std::vector<Op> ops;
+};
+
+class SequencedFile : public FileWrapper {
+ public:
+  SequencedFile(std::unique_ptr<File> inner, std::shared_ptr<Sequence> seq, bool data)
+      : FileWrapper(std::move(inner)), seq_(std::move(seq)), data_(data) {}
+  Status write_at(uint64_t o, std::span<const uint8_t> b) override {
+    seq_->ops.push_back({data_, false, o, b.size()});
+    return inner_->write_at(o, b);
+  }
+  Status flush() override {
+    seq_->ops.push_back({data_, true});
+    return inner_->flush();
+  }
+
+ private:
+  std::shared_ptr<Sequence> seq_;
+  bool data_;
+};
+
+}  // namespace
+
+TEST_CASE("external data file: data is durable there before an L2 entry maps it; its failures are sticky") {
+  qtest::TempDir dir;
+  const std::string path = dir.path + "/x.qcow2", data = dir.path + "/x.data";
+  CreateOptions c;
+  c.size = 8 << 20;
+  c.data_file = data;  // absolute: QEMU opens the name relative to the current directory
+  require_ok(Image::create(path, c));
+  auto is_data = [&](const File& f) { return f.path() == data; };
+
+  SUBCASE("order") {
+    auto seq = std::make_shared<Sequence>();
+    OpenOptions o;
+    o.wrap_file = [&](std::unique_ptr<File> f) -> std::unique_ptr<File> {
+      const bool d = is_data(*f);
+      return std::make_unique<SequencedFile>(std::move(f), seq, d);
+    };
+    Image img = open_rw(path, o);
+    require_ok(img.write(3 << 20, Bytes(4096, 0x5a)));
+    require_ok(img.close());
+    const Bytes file = qtest::read_file(path);
+    const uint64_t l1 = be64_at(file, 40), l2 = be64_at(file, l1) & kL1eOffsetMask;
+    REQUIRE(l2 != 0);
+    const uint64_t entry = be64_at(file, l2 + 8 * ((3 << 20) / kCluster));
+    CHECK(entry == (kOflagCopied | (3 << 20)));  // host offset = guest offset, no refcount
+    size_t data_write = SIZE_MAX, l2_write = SIZE_MAX, data_flush = SIZE_MAX;
+    for (size_t i = 0; i < seq->ops.size(); ++i) {
+      const auto& op = seq->ops[i];
+      if (op.data && !op.flush && op.offset == (3u << 20) && data_write == SIZE_MAX) data_write = i;
+      if (op.data && op.flush && data_write != SIZE_MAX && data_flush == SIZE_MAX) data_flush = i;
+      // (The empty table is written when it is allocated, before the data: the entry comes after.)
+      if (!op.data && !op.flush && op.offset <= l2 && l2 < op.offset + op.length && data_write != SIZE_MAX &&
+          l2_write == SIZE_MAX)
+        l2_write = i;
+    }
+    REQUIRE(data_write != SIZE_MAX);
+    REQUIRE(l2_write != SIZE_MAX);
+    CHECK(data_write < data_flush);
+    CHECK(data_flush < l2_write);
+    for (const auto& op : seq->ops) CHECK(!(op.data && !op.flush && op.offset < (3u << 20)));  // only the data went there
+  }
+  SUBCASE("a failed data file flush") {
+    auto plan = FaultPlan::fail_flush(0);
+    auto log = std::make_shared<WriteLog>();
+    OpenOptions o;
+    o.wrap_file = [&](std::unique_ptr<File> f) -> std::unique_ptr<File> {
+      if (is_data(*f)) return std::make_unique<FaultFile>(std::move(f), plan);
+      return std::make_unique<RecordingFile>(std::move(f), log);
+    };
+    Image img = open_rw(path, o);
+    require_ok(img.write(3 << 20, Bytes(4096, 0x5a)));
+    CHECK(img.flush().code() == ErrorCode::kIo);
+    const size_t ops = log->ops.size();
+    CHECK(img.flush().code() == ErrorCode::kIo);
+    CHECK(img.write(5 << 20, Bytes(4096, 1)).code() == ErrorCode::kIo);
+    CHECK(img.close().code() == ErrorCode::kIo);
+    CHECK(log->ops.size() == ops);
+    auto r = Image::open(path);
+    REQUIRE(r.is_ok());
+    Bytes buf(4096, 1);
+    require_ok(r->read(3 << 20, buf));
+    CHECK(buf == Bytes(4096, 0));  // never mapped
+    auto check = qtest::qemu_check(path);
+    INFO(check.output);
+    CHECK(check.consistent());
+  }
+}

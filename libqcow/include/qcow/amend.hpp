@@ -30,6 +30,8 @@ struct AmendOptions {
   std::optional<std::string> backing_file; // "" removes the backing file
   std::optional<std::string> backing_format;
   std::optional<bool> extended_l2;
+  std::optional<std::string> data_file;    // new name of the external data file ("" removes the name)
+  std::optional<bool> data_file_raw;       // only false (QEMU cannot set it on existing images either)
   bool force = false;                      // qemu-img's --force (accepted; nothing here needs it)
   // Passphrase of an encrypted (LUKS) image. Encrypted images take the changes that
   // leave guest data where it is (lazy_refcounts, refcount_bits, backing_file,

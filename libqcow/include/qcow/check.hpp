@@ -40,6 +40,7 @@ struct CheckOptions {
   OverlapCheck overlap_check = OverlapCheck::kCached;  // for the writes of a repair
   uint64_t memory_limit = kDefaultCheckMemoryLimit;    // for counting references (see above)
   FileWrapFn wrap_file;          // decorates the image file (fault injection and recording in tests)
+  bool open_data_file = true;    // false: an external data file stays closed (check reads no guest data)
 };
 
 // Extended L2 images only: subclusters of the active L2 tables.

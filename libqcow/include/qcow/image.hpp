@@ -64,6 +64,10 @@ struct OpenOptions {
   bool writable = false;
   bool force_share = false;        // -U: take no lock
   bool open_backing = true;        // false: ignore the backing file (reads as zeros)
+  // false: leave an external data file closed (metadata only, as qemu-img info opens;
+  // guest data reads fail, and a writable open fails unless it is check's). Also keeps
+  // a hostile image from naming a file to open (the fuzzers).
+  bool open_data_file = true;
   CacheMode cache = CacheMode::kWriteback;
   // L2 cache size in bytes (0: enough for 8 GiB of guest data, at least 1 MiB, like QEMU),
   // and its entry (slice) size (0: cluster size). Refcount cache in bytes (0: default).
@@ -114,6 +118,10 @@ struct CreateOptions {
   CompressionType compression_type = CompressionType::kZlib;
   std::string backing_file;
   std::string backing_format;      // empty: none recorded (qimg create probes and passes it)
+  // External data file (created or truncated to the virtual size). Its name is recorded as
+  // given and, as QEMU does, opened relative to the current directory, not the image's.
+  std::string data_file;
+  bool data_file_raw = false;      // keep the data file a valid raw image (implies metadata preallocation)
   EncryptOptions encrypt;          // LUKS needs key_secret
   std::optional<std::string> key_secret;
   FileWrapFn wrap_file;

@@ -82,7 +82,8 @@ struct ImageInfo {
   std::string backing_filename;    // as stored in the image
   std::string full_backing_filename;
   std::string backing_format;
-  std::string data_file;
+  std::string data_file;           // external data file name as the header records it ("" none)
+  bool data_file_raw = false;      // ... and it is a consistent raw image by itself
   std::vector<SnapshotInfo> snapshots;
   std::vector<BitmapInfo> bitmaps;
   uint64_t incompatible_features = 0, compatible_features = 0, autoclear_features = 0;

@@ -98,8 +98,10 @@ Result<uint64_t> AmendWorker::store_cluster(std::span<const uint8_t> data, uint6
 // into new clusters, and an entry kept without COPIED over a cluster whose refcount
 // dropped to 1 is what qemu-img check calls a corruption.
 L2Entry AmendWorker::zero_cluster(const L2Entry& e, uint64_t host, uint64_t refs) {
-  if (host && (e.word & kOflagCopied)) return L2Entry{host | kOflagCopied | kOflagZero, 0};
-  if (host) frees_after_commit_.emplace_back(host, refs);
+  // (Clusters of an external data file are the guest's own: implicit refcount 1.)
+  const bool allocated = has_host(old_geo_, e);
+  if (allocated && ((e.word & kOflagCopied) || d_.external_data())) return L2Entry{host | kOflagCopied | kOflagZero, 0};
+  if (allocated) frees_after_commit_.emplace_back(host, refs);
   return L2Entry{kOflagZero, 0};
 }
 
@@ -111,8 +113,9 @@ Result<L2Entry> AmendWorker::convert(const L2Entry& e, uint64_t guest, uint64_t 
   const uint64_t copied = refs == 1 ? kOflagCopied : 0;
   if (e.compressed()) return L2Entry{e.word, 0};
   const uint64_t host = e.word & kL2eOffsetMask;
+  const bool allocated = has_host(g, e);  // (host 0 is a cluster in an external data file)
   if (conv == Conversion::kToExtended) {
-    if (!host) return L2Entry{0, (e.word & kOflagZero) ? kL2BitmapAllZero : 0};
+    if (!allocated) return L2Entry{0, (e.word & kOflagZero) ? kL2BitmapAllZero : 0};
     if (e.word & kOflagZero) return L2Entry{e.word & ~kOflagZero, kL2BitmapAllZero};
     return L2Entry{e.word, kL2BitmapAllAlloc};
   }
@@ -123,7 +126,7 @@ Result<L2Entry> AmendWorker::convert(const L2Entry& e, uint64_t guest, uint64_t 
   if (conv == Conversion::kToStandard) {
     alloc = uint32_t(e.bitmap);
     zero = uint32_t(e.bitmap >> 32);
-    if ((alloc & zero) || (!host && alloc))
+    if ((alloc & zero) || (!allocated && alloc))
       return Status::corrupt(fmt::format("invalid extended L2 entry {:#018x} bitmap {:#018x} (guest offset {:#x})", e.word,
                                          e.bitmap, guest));
   } else {
@@ -133,13 +136,13 @@ Result<L2Entry> AmendWorker::convert(const L2Entry& e, uint64_t guest, uint64_t 
   const uint32_t all = units == 32 ? 0xffffffffu : 1u;
   if (alloc == all) return L2Entry{host | (e.word & kOflagCopied), 0};
   if (zero == all && zero_flag_ok) return zero_cluster(e, host, refs);
-  if (!host && zero == 0 && !d_.backing()) return L2Entry{0, 0};
-  if (!host && alloc == 0 && zero == 0) return L2Entry{0, 0};  // unallocated: reads the backing file either way
+  if (!allocated && zero == 0 && !d_.backing()) return L2Entry{0, 0};
+  if (!allocated && alloc == 0 && zero == 0) return L2Entry{0, 0};  // unallocated: reads the backing file either way
 
   // Materialize the cluster: allocated units from the host, zero units as zeros, the rest from the backing file.
   std::vector<uint8_t> buf(cs, 0);
-  if (host && alloc) {
-    QCOW_ASSIGN_OR_RETURN(size_t got, file().read_at(host, buf));
+  if (allocated && alloc) {
+    QCOW_ASSIGN_OR_RETURN(size_t got, file().data_file().read_at(host, buf));
     if (got < cs) std::fill(buf.begin() + got, buf.end(), 0);
   }
   for (uint32_t u = 0; u < units; ++u) {
@@ -149,9 +152,13 @@ Result<L2Entry> AmendWorker::convert(const L2Entry& e, uint64_t guest, uint64_t 
     else QCOW_TRY(read_backing(guest + u * unit, part));
   }
   const bool all_zero = buffer_is_zero(buf.data(), cs);
-  if (all_zero && !host && !zero_flag_ok && !d_.backing()) return L2Entry{0, 0};  // v2: unallocated reads zeros
+  if (all_zero && !allocated && !zero_flag_ok && !d_.backing()) return L2Entry{0, 0};  // v2: unallocated reads zeros
   if (zero_flag_ok && all_zero) return zero_cluster(e, host, refs);  // an all-zero cluster becomes a zero cluster
-  if (host) {
+  if (d_.external_data()) {  // the cluster's place in the data file is its guest offset
+    QCOW_TRY(file().write_data(guest, buf));
+    return L2Entry{guest | kOflagCopied, 0};
+  }
+  if (allocated) {
     QCOW_ASSIGN_OR_RETURN(uint64_t rc, refcounts().get(host >> g.cluster_bits));
     if (rc == 1) {  // ours alone: complete it in place (the old entry never reads these units from the host)
       QCOW_TRY(file().write_data(host, buf));
@@ -338,6 +345,21 @@ Status AmendWorker::run() {
     target.backing_file = *o_.backing_file;
     if (o_.backing_file->empty()) target.backing_format.reset();
   }
+  // QEMU's rules: the name of an existing data file may change (or go: the image then
+  // needs one named at open); data_file_raw may only be turned off.
+  if (o_.data_file) {
+    if (!(cur.incompatible_features & kIncompatDataFile))
+      return Status::invalid("data-file can only be set for images that use an external data file");
+    if (o_.data_file->empty()) target.data_file.reset();
+    else target.data_file = *o_.data_file;
+  }
+  if (o_.data_file_raw) {
+    const bool is_raw = d_.raw_data();
+    if (*o_.data_file_raw && !is_raw) return Status::invalid("data-file-raw cannot be set on existing images");
+    target.autoclear_features &= ~kAutoclearDataFileRaw;
+  }
+  if (!target.backing_file.empty() && (target.autoclear_features & kAutoclearDataFileRaw))
+    return Status::invalid("Backing file and data-file-raw cannot be used at the same time");
   if (o_.backing_format) {
     if (target.backing_file.empty()) return Status::invalid("backing_fmt requires a backing file");
     target.backing_format = *o_.backing_format;
@@ -413,7 +435,8 @@ Status amend_image(const std::string& path, const AmendOptions& o) {
     Status s = w.run();
     // The driver's in-memory tables describe the old layout now: close it without flushing them.
     d->abandon();
-    if (!s.is_ok() && s.message().rfind(path, 0) != 0) s.prepend(path + ": ");
+    // (Option errors read as QEMU prints them, without the file name.)
+    if (!s.is_ok() && s.code() != ErrorCode::kInvalidArgument && s.message().rfind(path, 0) != 0) s.prepend(path + ": ");
     return s;
   } catch (const std::bad_alloc&) {
     return Status::limit(path + ": out of memory");

@@ -55,6 +55,7 @@ Result<std::unique_ptr<Driver>> open_for_check(const std::string& path, const Ch
   oo.repair = true;
   oo.overlap_check = o.overlap_check;
   oo.wrap_file = o.wrap_file;
+  oo.open_data_file = o.open_data_file;
   return open_driver(path, oo, 0);
 }
 

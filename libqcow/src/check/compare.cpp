@@ -86,6 +86,7 @@ Status check_copied(Qcow2Driver& d, StoredRefcounts& stored, bool repair, CheckT
   std::vector<uint8_t> l1(uint64_t(h.l1_size) * 8), l2(g.cluster_size);
   QCOW_TRY(read_zero_filled(h.l1_table_offset, l1));
   const char* verb = repair ? "Repairing" : "ERROR";
+  const bool external = h.incompatible_features & kIncompatDataFile;
   for (uint32_t i = 0; i < h.l1_size; ++i) {
     uint64_t l1e = load_be64(l1.data() + 8 * i), l2_offset = l1e & kL1eOffsetMask;
     if (!l2_offset) continue;
@@ -104,8 +105,9 @@ Status check_copied(Qcow2Driver& d, StoredRefcounts& stored, bool repair, CheckT
     for (uint64_t j = 0; j < g.l2_entries; ++j) {
       const L2Entry entry = load_l2_entry(l2.data(), g, j);
       const uint64_t e = entry.word, off = e & kL2eOffsetMask;
-      if ((e & kOflagCompressed) || !off) continue;  // only QEMU's NORMAL and ZERO_ALLOC clusters
-      auto drc = stored.get(off >> g.cluster_bits);
+      if (!has_host(g, entry)) continue;  // only QEMU's NORMAL and ZERO_ALLOC clusters
+      // An external data file's clusters have an implicit refcount of 1 (spec).
+      auto drc = external ? Result<uint64_t>(uint64_t(1)) : stored.get(off >> g.cluster_bits);
       if (!drc) continue;
       if ((*drc == 1) == bool(e & kOflagCopied)) continue;
       messages.push_back(fmt::format("{} OFLAG_COPIED data cluster: l2_entry={:x} refcount={}", verb, e, *drc));

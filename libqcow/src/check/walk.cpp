@@ -13,7 +13,8 @@ namespace {
 class Walker {
  public:
   Walker(Qcow2Driver& d, RefcountWalk& out, uint64_t file_size, WalkFixes fixes)
-      : d_(d), g_(d.geometry()), out_(out), file_size_(file_size), plan_(fixes == WalkFixes::kPlan) {
+      : d_(d), g_(d.geometry()), out_(out), file_size_(file_size), plan_(fixes == WalkFixes::kPlan),
+        external_data_(d.header().incompatible_features & kIncompatDataFile) {
     guest_clusters_ = div_round_up(d.header().size, g_.cluster_size);
   }
 
@@ -180,7 +181,7 @@ class Walker {
     const uint64_t off = e.word & kL2eOffsetMask;
     const uint64_t alloc = e.bitmap & kL2BitmapAllAlloc, zero = e.bitmap >> 32;
     bool drop = false;
-    if (off) {  // QEMU's QCOW2_CLUSTER_NORMAL and QCOW2_CLUSTER_ZERO_ALLOC
+    if (has_host(g_, e)) {  // QEMU's QCOW2_CLUSTER_NORMAL and QCOW2_CLUSTER_ZERO_ALLOC
       if (ext && (alloc & zero)) {
         finding(true, fmt::format("offset={:x}: Allocated cluster has corrupted subcluster allocation bitmap", off));
         fixed.bitmap &= ~(alloc << 32);  // the host cluster exists: keep its data readable
@@ -198,7 +199,9 @@ class Walker {
         if (next_contiguous && off != next_contiguous) ++out_.fragmented_clusters;
         next_contiguous = off + cs;
       }
-      if (!within_file(off, cs)) {  // QEMU reads zeros past the end of the file: keep reading zeros
+      if (external_data_) {
+        // Clusters of an external data file are not refcounted (spec), nor in this file.
+      } else if (!within_file(off, cs)) {  // QEMU reads zeros past the end of the file: keep reading zeros
         finding(true, past_end(off, cs) + (plan_ ? " (L2 entry now reads as zeros)" : ""), Prefix::kColon);
         fixed = zero_entry();
         drop = true;
@@ -290,6 +293,7 @@ class Walker {
   RefcountWalk& out_;
   uint64_t file_size_;
   bool plan_;
+  bool external_data_;  // data clusters live in an external data file (not counted here)
   uint64_t guest_clusters_ = 0;  // clusters of the virtual disk
   bool in_disk_ = false;         // the current L2 entry maps a guest cluster below the virtual size
   std::set<uint64_t> visited_l2_;

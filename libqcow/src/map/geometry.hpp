@@ -3,6 +3,7 @@
 
 #include <cstdint>
 
+#include "format/constants.hpp"
 #include "format/header.hpp"
 
 namespace qcow {
@@ -22,12 +23,16 @@ struct Geometry {
   uint32_t refblock_bits = 15;       // log2(entries per refcount block)
   uint64_t refblock_entries = 32768;
   int version = 3;
+  // Data clusters live in an external data file, where host offset 0 is a real cluster
+  // (marked by OFLAG_COPIED, as all such clusters are: their refcount is implicitly 1).
+  bool external_data = false;
 
   static Geometry from(const Header& h) {
     Geometry g;
     g.cluster_bits = h.cluster_bits;
     g.cluster_size = uint64_t(1) << h.cluster_bits;
     g.extended_l2 = h.extended_l2();
+    g.external_data = h.incompatible_features & kIncompatDataFile;
     g.l2_entry_size = g.extended_l2 ? 16 : 8;
     g.l2_bits = h.cluster_bits - (g.extended_l2 ? 4 : 3);
     g.l2_entries = uint64_t(1) << g.l2_bits;

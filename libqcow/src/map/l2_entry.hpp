@@ -70,9 +70,16 @@ inline uint64_t encode_compressed(const Geometry& g, uint64_t off, uint64_t size
   return kOflagCompressed | (nb_sectors << g.csize_shift()) | off;
 }
 
+// Whether an uncompressed entry has a host cluster. Offset 0 means none, except in an
+// external data file, where OFLAG_COPIED tells a cluster at offset 0 apart (QEMU's rule).
+inline bool has_host(const Geometry& g, L2Entry e) {
+  if (e.compressed()) return false;
+  return (e.word & kL2eOffsetMask) || (g.external_data && e.copied());
+}
+
 inline SubclusterType subcluster_type(const Geometry& g, L2Entry e, uint32_t sc) {
   if (e.compressed()) return SubclusterType::kCompressed;
-  uint64_t off = e.word & kL2eOffsetMask;
+  const bool off = has_host(g, e);
   if (!g.extended_l2) {
     if (e.word & kOflagZero) return off ? SubclusterType::kZeroAlloc : SubclusterType::kZeroPlain;
     return off ? SubclusterType::kNormal : SubclusterType::kUnallocatedPlain;

@@ -38,15 +38,28 @@ Status ImageFile::write_metadata(StructureMask ignored, const char* what, uint64
 }
 
 Status ImageFile::write_data(uint64_t offset, std::span<const uint8_t> bytes) {
-  return guarded(mask_, "guest data", offset, bytes.size(), [&] { return file_->write_at(offset, bytes); });
+  return guarded_data("guest data", offset, bytes.size(), [&](File& f) { return f.write_at(offset, bytes); });
 }
 
 Status ImageFile::zero_data(uint64_t offset, uint64_t length) {
-  return guarded(mask_, "zeroed guest data", offset, length, [&] { return file_->zero_range(offset, length); });
+  return guarded_data("zeroed guest data", offset, length, [&](File& f) { return f.zero_range(offset, length); });
 }
 
 Status ImageFile::allocate_data(uint64_t offset, uint64_t length) {
-  return guarded(mask_, "reserved guest data", offset, length, [&] { return file_->allocate(offset, length); });
+  return guarded_data("reserved guest data", offset, length, [&](File& f) { return f.allocate(offset, length); });
+}
+
+Status ImageFile::resize_data(uint64_t size) {
+  if (!data_) return Status::internal("resize_data without an external data file");
+  return guarded_data("data file length", size, 0, [&](File& f) { return f.truncate(size); });
+}
+
+// The data file first: what the image file's metadata maps must be durable before it.
+Status ImageFile::flush_data() {
+  if (!data_ || !data_pending_) return Status::ok();
+  QCOW_TRY(after(data_->flush()));
+  data_pending_ = false;
+  return Status::ok();
 }
 
 Status ImageFile::check_free(uint64_t offset, uint64_t length, const char* purpose) {
@@ -74,6 +87,7 @@ Status ImageFile::shrink(uint64_t size) {
 
 Status ImageFile::barrier() {
   QCOW_TRY(before_write());
+  QCOW_TRY(flush_data());
   if (!pending_) return Status::ok();
   QCOW_TRY(after(file_->flush()));
   pending_ = false;
@@ -82,6 +96,7 @@ Status ImageFile::barrier() {
 
 Status ImageFile::flush() {
   QCOW_TRY(before_write());
+  QCOW_TRY(flush_data());
   QCOW_TRY(after(file_->flush()));
   pending_ = false;
   return Status::ok();

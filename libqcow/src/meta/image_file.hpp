@@ -16,6 +16,11 @@
 //   page_cache_inconsistent). Reads keep working.
 //
 // Reads and the size come straight from the File (they change nothing).
+//
+// An image with an external data file (incompatible feature bit 2) keeps guest data in
+// a second file: the data writes below go there, unchecked (it holds no metadata) but
+// latched like every other write, and barrier()/flush() make the data file durable
+// before the image file, so an L2 entry is never durable before the data it maps.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +46,10 @@ class ImageFile {
   void disable_checks() { mask_ = 0; }
 
   File& file() const { return *file_; }  // for reads; writes must use the methods below
+  // Guest data goes to `data` from now on (nullptr: back to the image file).
+  void set_data_file(File* data) { data_ = data; }
+  bool external_data() const { return data_ != nullptr; }
+  File& data_file() const { return data_ ? *data_ : *file_; }  // for reads of guest data
   const std::string& path() const { return file_->path(); }
   Result<size_t> read_at(uint64_t offset, std::span<uint8_t> buf) const { return file_->read_at(offset, buf); }
   Result<uint64_t> size() const { return file_->size(); }
@@ -57,10 +66,13 @@ class ImageFile {
   // The same, ignoring all of `ignored` (repairs patch tables that may be active or a
   // snapshot's, as QEMU's check does).
   Status write_metadata(StructureMask ignored, const char* what, uint64_t offset, std::span<const uint8_t> bytes);
-  // Guest data, and ranges of data clusters zeroed or reserved on the host.
+  // Guest data, and ranges of data clusters zeroed or reserved on the host (in the
+  // external data file when there is one).
   Status write_data(uint64_t offset, std::span<const uint8_t> bytes);
   Status zero_data(uint64_t offset, uint64_t length);
   Status allocate_data(uint64_t offset, uint64_t length);
+  // Sets the external data file's length (resize); an error without one.
+  Status resize_data(uint64_t size);
   // Refuses [offset, offset+length) if it overlaps metadata (the allocator checks
   // the clusters it hands out; `purpose` names the new use in the message).
   Status check_free(uint64_t offset, uint64_t length, const char* purpose);
@@ -89,10 +101,22 @@ class ImageFile {
     pending_ = true;
     return Status::ok();
   }
+  // A change of guest data: in the data file (no metadata to protect there) or as above.
+  template <class Op>
+  Status guarded_data(const char* what, uint64_t offset, uint64_t length, Op&& op) {
+    if (!data_) return guarded(mask_, what, offset, length, [&] { return op(*file_); });
+    QCOW_TRY(before_write());
+    QCOW_TRY(after(op(*data_)));
+    data_pending_ = true;
+    return Status::ok();
+  }
+  Status flush_data();
   Status before_write() const;
   Status after(Status s);
 
   File* file_;
+  File* data_ = nullptr;  // the external data file, if any
+  bool data_pending_ = false;
   OverlapCheck level_;
   StructureMask mask_;
   OverlapMap map_;

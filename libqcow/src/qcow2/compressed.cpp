@@ -40,6 +40,8 @@ Result<uint64_t> Qcow2Driver::alloc_compressed_bytes(uint64_t size) {
 
 Status Qcow2Driver::write_compressed_cluster(uint64_t guest, std::span<const uint8_t> data) {
   if (encrypted_io()) return Status::unsupported(fmt::format("{}: compressed writes are not supported on encrypted images", file_->path()));
+  if (external_data())
+    return Status::unsupported(fmt::format("{}: compressed writes are not supported with an external data file", file_->path()));
   std::vector<uint8_t> out(geo_.cluster_size - 1);  // must come out smaller than a cluster, as QEMU requires
   QCOW_ASSIGN_OR_RETURN(size_t csize, compress_cluster(CompressionType(header_->compression_type),
                                                        uint32_t(geo_.cluster_size), data, out));
@@ -54,6 +56,8 @@ Status Qcow2Driver::store_compressed(uint64_t guest, std::span<const uint8_t> co
 Status Qcow2Driver::store_compressed_cluster(uint64_t guest, std::span<const uint8_t> compressed) {
   QCOW_TRY(check_writable());
   if (encrypted_io()) return Status::unsupported(fmt::format("{}: compressed writes are not supported on encrypted images", file_->path()));
+  if (external_data())
+    return Status::unsupported(fmt::format("{}: compressed writes are not supported with an external data file", file_->path()));
   QCOW_TRY(check_range(guest, 1));
   const uint64_t cs = geo_.cluster_size;
   if ((guest & (cs - 1)) || compressed.empty() || compressed.size() >= cs)

@@ -23,6 +23,11 @@ Status create_qcow2(const std::string& path, const CreateOptions& o) {
     h.compression_type = 1;
   }
   if (o.lazy_refcounts) h.compatible_features |= kCompatLazyRefcounts;
+  if (!o.data_file.empty()) {
+    h.incompatible_features |= kIncompatDataFile;
+    h.data_file = o.data_file;
+    if (o.data_file_raw) h.autoclear_features |= kAutoclearDataFileRaw;
+  }
   h.backing_file = o.backing_file;
   if (!o.backing_format.empty()) h.backing_format = o.backing_format;
   const uint64_t cs = o.cluster_size;
@@ -34,6 +39,12 @@ Status create_qcow2(const std::string& path, const CreateOptions& o) {
   std::copy(head.begin(), head.end(), boot.begin());
   store_be64(boot.data() + cs, 2 * cs);  // refcount table entry 0 -> block at cluster 2
   for (uint64_t c = 0; c < 3; ++c) set_refcount_entry(boot.data() + 2 * cs, h.refcount_order, c, 1);
+  if (!o.data_file.empty()) {  // as QEMU: a raw file of the virtual size, old contents dropped
+    QCOW_ASSIGN_OR_RETURN(auto f, open_posix_file(o.data_file, FileMode::kCreate, LockMode::kExclusive));
+    QCOW_TRY(f->truncate(o.size));
+    QCOW_TRY(f->flush());
+    QCOW_TRY(f->close());
+  }
   {
     QCOW_ASSIGN_OR_RETURN(auto f, open_posix_file(path, FileMode::kCreate, LockMode::kExclusive));
     std::unique_ptr<File> file = std::move(f);
@@ -50,7 +61,9 @@ Status create_qcow2(const std::string& path, const CreateOptions& o) {
   auto* q = static_cast<Qcow2Driver*>(d.get());
   if (!o.encrypt.format.empty()) QCOW_TRY(q->init_luks(o.encrypt, *o.key_secret));
   QCOW_TRY(q->resize(o.size));
-  QCOW_TRY(q->preallocate(o.preallocation));
+  // A raw data file maps every cluster from the start (QEMU preallocates metadata for it).
+  const bool raw_off = o.data_file_raw && o.preallocation == Preallocation::kOff;
+  QCOW_TRY(q->preallocate(raw_off ? Preallocation::kMetadata : o.preallocation));
   return q->close();
 }
 

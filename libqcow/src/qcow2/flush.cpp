@@ -50,6 +50,10 @@ Status Qcow2Driver::close() {
   Status s = flush();
   Status released = file_->close();  // also after a failed flush: the locks must go
   if (s.is_ok()) s = released;
+  if (data_file_) {
+    Status d = data_file_->close();
+    if (s.is_ok()) s = d;
+  }
   if (backing_) {
     Status b = backing_->close();
     if (s.is_ok()) s = b;

@@ -2,6 +2,7 @@
 // backing chain, metadata registration for overlap checks; and info().
 #include <fmt/format.h>
 
+#include <cstring>
 #include <filesystem>
 #include <set>
 
@@ -67,6 +68,7 @@ Status Qcow2Driver::open(int depth, std::vector<std::string>& chain) {
   if (!writable_) io_.disable_checks();
   io_.set_corruption_handler([this](const std::string& what) { return signal_corruption(what); });
   QCOW_TRY(check_features());
+  QCOW_TRY(open_data_file());
   QCOW_TRY(load_l1());
   const Header& h = header_.get();
   QCOW_TRY(validate_table("refcount table", h.refcount_table_offset, uint64_t(h.refcount_table_clusters) << geo_.cluster_bits,
@@ -93,11 +95,42 @@ Status Qcow2Driver::check_features() const {
   const Header& h = header_.get();
   uint64_t unknown = h.incompatible_features & ~kIncompatKnown;
   if (unknown) return Status::unsupported("unsupported qcow2 feature(s): " + describe_unknown_incompatible(h, unknown));
-  if (h.incompatible_features & kIncompatDataFile) return Status::unsupported("external data files are not supported yet");
   if (h.version == 2 && h.incompatible_features) return Status::corrupt("version 2 image with incompatible feature bits set");
   if (writable_ && (h.incompatible_features & kIncompatCorrupt) && !options_.repair)
     return Status::error(ErrorCode::kReadOnly, "image is marked corrupt and cannot be opened read/write; run 'qimg check -r all'");
   if (h.size > (uint64_t(1) << 62)) return Status::limit(fmt::format("virtual size {} is too large", h.size));
+  return Status::ok();
+}
+
+// The external data file: named by the header extension, opened as the image is
+// (writable, locked) when this open reads or writes guest data.
+Status Qcow2Driver::open_data_file() {
+  const Header& h = header_.get();
+  if (!(h.incompatible_features & kIncompatDataFile)) {
+    if ((h.autoclear_features & kAutoclearDataFileRaw) && options_.open_data_file)  // (info opens anyway, as QEMU's)
+      return Status::corrupt("data-file-raw requires a data file");
+    return Status::ok();
+  }
+  if (!options_.open_data_file) {  // metadata only: guest data can be neither read nor written
+    if (writable_ && !options_.repair)
+      return Status::unsupported("the image keeps its data in an external data file, which this open leaves closed");
+    return Status::ok();
+  }
+  if (!h.data_file || h.data_file->empty()) return Status::invalid("'data-file' is required for this image");
+  // QEMU opens the name as it stands: relative to the current directory, not to the image
+  // (unlike a backing file name). Scripts rely on either, so we do as QEMU does.
+  data_path_ = *h.data_file;
+  LockMode lock = options_.force_share ? LockMode::kNone : writable_ ? LockMode::kExclusive : LockMode::kShared;
+  auto f = open_posix_file(data_path_, writable_ ? FileMode::kReadWrite : FileMode::kReadOnly, lock, options_.cache);
+  if (!f) {  // QEMU's words
+    const Status& s = f.status();
+    const std::string why = s.saved_errno() ? std::strerror(s.saved_errno()) : s.message();
+    return Status::error(s.code(), fmt::format("Could not open '{}': Could not open '{}': {}", file_->path(), data_path_, why),
+                         s.saved_errno());
+  }
+  data_file_ = std::move(f).value();
+  if (options_.wrap_file) data_file_ = options_.wrap_file(std::move(data_file_));
+  io_.set_data_file(data_file_.get());
   return Status::ok();
 }
 
@@ -176,8 +209,10 @@ Status Qcow2Driver::open_backing(int depth, std::vector<std::string>& chain) {
 // declares). A dirty image's refcounts are repaired by open_driver() (image.cpp),
 // which sits above both the driver and check.
 Status Qcow2Driver::prepare_for_writing() {
-  if (header_->autoclear_features && !options_.repair) {
-    QCOW_TRY(header_.update({HeaderField::kAutoclearFeatures}, [](Header& x) { x.autoclear_features = 0; }));
+  // data_file_raw we keep true: every write goes to the data file at its guest offset.
+  const uint64_t kept = raw_data() ? kAutoclearDataFileRaw : 0;
+  if ((header_->autoclear_features & ~kept) && !options_.repair) {
+    QCOW_TRY(header_.update({HeaderField::kAutoclearFeatures}, [&](Header& x) { x.autoclear_features &= kept; }));
     QCOW_TRY(io_.flush());
   }
   return Status::ok();
@@ -350,6 +385,7 @@ ImageInfo Qcow2Driver::info() const {
   }
   i.backing_format = h.backing_format.value_or("");
   i.data_file = h.data_file.value_or("");
+  i.data_file_raw = (h.incompatible_features & kIncompatDataFile) && (h.autoclear_features & kAutoclearDataFileRaw);
   for (const SnapshotEntry& s : snapshots_) i.snapshots.push_back(s.info());
   i.bitmaps = bitmaps_;
   i.incompatible_features = h.incompatible_features;

@@ -16,7 +16,7 @@ Status Qcow2Driver::preallocate(Preallocation mode) {
     uint64_t guest = c * cs;
     QCOW_TRY(ensure_l2_writable(guest).status());
     uint64_t in_table = std::min<uint64_t>(geo_.l2_entries - geo_.l2_index(guest), clusters - c);
-    QCOW_ASSIGN_OR_RETURN(uint64_t host, refcounts_->alloc(in_table));
+    QCOW_ASSIGN_OR_RETURN(uint64_t host, alloc_data_clusters(guest, in_table));
     for (uint64_t i = 0; i < in_table; ++i) {
       L2Entry e;
       e.word = (host + i * cs) | kOflagCopied;  // extended L2: bitmap 0, space reserved, reads from backing/zeros
@@ -24,7 +24,7 @@ Status Qcow2Driver::preallocate(Preallocation mode) {
     }
     data_start = std::min(data_start, host);
     data_end = std::max(data_end, host + in_table * cs);
-    alloc_end_ = std::max(alloc_end_, host + in_table * cs);
+    if (!external_data()) alloc_end_ = std::max(alloc_end_, host + in_table * cs);
     c += in_table;
   }
   QCOW_TRY(flush_metadata());

@@ -44,6 +44,7 @@ class Qcow2Driver final : public Driver {
   Format format() const override { return Format::kQcow2; }
   uint64_t size() const override { return header_->size; }
   const std::string& path() const override { return file_->path(); }
+  const std::string& data_path() const override { return data_file_ ? data_path_ : file_->path(); }
   bool writable() const override { return writable_; }
   Status read(uint64_t offset, std::span<uint8_t> buf) override;
   Status write(uint64_t offset, std::span<const uint8_t> buf, Compress compress) override;
@@ -77,6 +78,11 @@ class Qcow2Driver final : public Driver {
   uint64_t snapshot_table_bytes() const { return snapshot_table_bytes_; }
   // The host file: every write goes through it (overlap checks, sticky errors).
   ImageFile& image_file() { return io_; }
+  // Guest data lives in an external data file (incompatible bit 2): host offsets of data
+  // clusters are guest offsets in that file, and data clusters have no refcounts.
+  bool external_data() const { return data_file_ != nullptr; }
+  // ... which is also a consistent raw image by itself (autoclear bit 1, data_file_raw).
+  bool raw_data() const { return external_data() && (header_->autoclear_features & kAutoclearDataFileRaw); }
   // Sets or clears incompatible feature bits (version 3), after a barrier, and flushes.
   Status update_incompatible(uint64_t set, uint64_t clear);
   // Offline rewrites (amend): the allocator, and the whole-header write that commits a
@@ -107,6 +113,7 @@ class Qcow2Driver final : public Driver {
  private:
   // Steps of open().
   Status check_features() const;
+  Status open_data_file();
   Status load_l1();
   Status create_caches();
   Status open_backing(int depth, std::vector<std::string>& chain);
@@ -118,6 +125,7 @@ class Qcow2Driver final : public Driver {
   // Reads the guest view, zero-filling past the virtual size (copy-on-write fills use this).
   Status read_view(uint64_t offset, std::span<uint8_t> buf);
   Status read_compressed(L2Entry e, uint64_t guest_cluster, std::span<uint8_t> out, uint64_t in_cluster);
+  Status check_external_entry(L2Entry e, uint64_t guest_offset, uint64_t l2_offset) const;
   Result<uint64_t> l2_slice_position(uint64_t l2_offset, uint64_t guest_offset, uint64_t* in_slice);
   bool can_write_in_place(L2Entry e) const;
   Status write_guest(uint64_t offset, std::span<const uint8_t> buf, Compress compress);  // write() without guard()
@@ -132,6 +140,11 @@ class Qcow2Driver final : public Driver {
   Result<uint64_t> alloc_compressed_bytes(uint64_t size);
   Status zero_units(uint64_t offset, uint64_t length, Unmap unmap);
   Status grow_l1(uint64_t entries);
+  // Host clusters for n guest clusters from the cluster-aligned guest offset: from the
+  // allocator, or the same offsets in the external data file.
+  Result<uint64_t> alloc_data_clusters(uint64_t guest, uint64_t n);
+  // Data written or reserved up to host offset `end` (in the image file unless external).
+  void note_data_end(uint64_t end);
   // resize (resize.cpp, shrink.cpp).
   Status grow_to(uint64_t new_size, Preallocation mode);
   Status shrink_to(uint64_t new_size);
@@ -159,6 +172,8 @@ class Qcow2Driver final : public Driver {
   Status read_encrypted(uint64_t guest, uint64_t host, std::span<uint8_t> out);
 
   std::unique_ptr<File> file_;
+  std::unique_ptr<File> data_file_;  // external data file, when the image has one
+  std::string data_path_;
   OpenOptions options_;
   ImageFile io_;
   bool writable_ = false;

@@ -38,7 +38,22 @@ Result<L2Entry> Qcow2Driver::get_l2_entry(uint64_t guest_offset) {
   if (e.host_offset() & (geo_.cluster_size - 1))
     return Status::corrupt(fmt::format("{}: Data cluster offset {:#x} unaligned (guest offset: {:#x})", file_->path(),
                                        e.host_offset(), align_down(guest_offset, geo_.cluster_size)));
+  if (header_->incompatible_features & kIncompatDataFile) QCOW_TRY(check_external_entry(e, guest_offset, l2_offset));
   return e;
+}
+
+// With an external data file a data cluster's host offset is its guest offset, and
+// nothing is compressed (spec; QEMU's messages).
+Status Qcow2Driver::check_external_entry(L2Entry e, uint64_t guest_offset, uint64_t l2_offset) const {
+  const uint64_t cluster = align_down(guest_offset, geo_.cluster_size);
+  if (e.compressed())
+    return Status::corrupt(fmt::format("{}: Compressed cluster in an image with an external data file (L2 offset: {:#x}, "
+                                       "L2 index: {:#x})", file_->path(), l2_offset, geo_.l2_index(guest_offset)));
+  if (has_host(geo_, e) && e.host_offset() != cluster)
+    return Status::corrupt(fmt::format("{}: External data file host cluster offset {:#x} does not match guest cluster offset: "
+                                       "{:#x}, L2 index: {:#x})", file_->path(), e.host_offset(), cluster,
+                                       geo_.l2_index(guest_offset)));
+  return Status::ok();
 }
 
 Status Qcow2Driver::set_l2_entry(uint64_t guest_offset, L2Entry e) {
@@ -168,7 +183,9 @@ Status Qcow2Driver::read_guest(uint64_t offset, std::span<uint8_t> buf) {
           QCOW_TRY(read_encrypted(pos, run.host_offset, out));
           break;
         }
-        QCOW_ASSIGN_OR_RETURN(size_t got, file_->read_at(run.host_offset, out));
+        if ((header_->incompatible_features & kIncompatDataFile) && !external_data())
+          return Status::unsupported(fmt::format("{}: the external data file is not open", file_->path()));
+        QCOW_ASSIGN_OR_RETURN(size_t got, io_.data_file().read_at(run.host_offset, out));
         if (got < out.size()) std::memset(out.data() + got, 0, out.size() - got);
         break;
       }
@@ -232,7 +249,9 @@ Result<LayerRun> Qcow2Driver::map_status(uint64_t offset, uint64_t max_length) {
     run.has_host = false;  // QEMU reports no host offsets for encrypted images
     return run;
   }
-  if (run.kind != LayerRun::kData) return run;
+  // (QEMU's heuristic counts the image file's refcounts; data clusters in an external
+  // data file have none, so it never fires there.)
+  if (run.kind != LayerRun::kData || external_data()) return run;
   QCOW_ASSIGN_OR_RETURN(bool prealloc, detect_metadata_preallocation());
   if (!prealloc) return run;
   uint64_t end = 0;

@@ -80,6 +80,10 @@ Status Qcow2Driver::grow_to(uint64_t new_size, Preallocation mode) {
   // Clusters still mapped past the old end (a shrink cut short by a crash before its
   // clean-up) must not reappear.
   QCOW_TRY(clear_beyond(align_up(old, cs)));
+  // The data file grows with the disk (QEMU truncates it to the new size), and a raw one
+  // keeps mapping every cluster (QEMU preallocates metadata for it).
+  if (external_data()) QCOW_TRY(io_.resize_data(new_size));
+  if (raw_data() && mode == Preallocation::kOff) mode = Preallocation::kMetadata;
   const uint64_t need = geo_.l1_entries_for(new_size);
   if (need > l1_.size()) QCOW_TRY(grow_l1(need));
   if (mode != Preallocation::kOff)
@@ -148,7 +152,7 @@ Status Qcow2Driver::zero_tail(uint64_t from, uint64_t to) {
 Status Qcow2Driver::preallocate_range(uint64_t from, uint64_t to, Preallocation mode, uint64_t bitmap) {
   const uint64_t cs = geo_.cluster_size;
   auto wants_host = [&](uint64_t guest, const L2Entry& e) {
-    if (e.host_offset() || e.compressed()) return false;
+    if (has_host(geo_, e) || e.compressed()) return false;
     if (guest >= from) return true;
     return geo_.extended_l2 ? bitmap == 0 : !backing_;
   };
@@ -167,10 +171,16 @@ Status Qcow2Driver::preallocate_range(uint64_t from, uint64_t to, Preallocation 
       run.push_back(next);
     }
     QCOW_TRY(ensure_l2_writable(c).status());
-    QCOW_ASSIGN_OR_RETURN(uint64_t host, refcounts_->alloc(run.size()));
+    QCOW_ASSIGN_OR_RETURN(uint64_t host, alloc_data_clusters(c, run.size()));
     const uint64_t bytes = run.size() * cs;
     for (size_t i = 0; i < run.size(); ++i)
       QCOW_TRY(set_l2_entry(c + i * cs, L2Entry{(host + i * cs) | kOflagCopied, bitmap ? bitmap : run[i].bitmap}));
+    if (external_data()) {  // grow_to() sized the data file: its new part reads zeros
+      if (mode == Preallocation::kFalloc) QCOW_TRY(io_.allocate_data(host, bytes));
+      if (mode == Preallocation::kFull) QCOW_TRY(io_.zero_data(host, bytes));
+      c += bytes;
+      continue;
+    }
     // Clusters inside the file may have been freed with data still in them (QEMU discards
     // freed clusters; we do not): zero what of the range the file holds. Past its end,
     // falloc reserves, full zeroes, metadata leaves a hole.

@@ -20,6 +20,7 @@ Status Qcow2Driver::shrink_to(uint64_t new_size) {
   QCOW_TRY(io_.flush());
   QCOW_TRY(clear_beyond(align_up(new_size, geo_.cluster_size)));
   QCOW_TRY(flush_metadata());
+  if (external_data()) QCOW_TRY(io_.resize_data(new_size));  // as QEMU
   return truncate_unused_tail();
 }
 

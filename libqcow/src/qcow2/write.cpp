@@ -25,7 +25,7 @@ Status Qcow2Driver::check_writable() const {
 }
 
 bool Qcow2Driver::can_write_in_place(L2Entry e) const {
-  if (e.compressed() || !e.copied() || !e.host_offset()) return false;
+  if (e.compressed() || !e.copied() || !has_host(geo_, e)) return false;
   if (geo_.extended_l2) return subcluster_type(geo_, e, 0) != SubclusterType::kInvalid;
   return true;  // normal or preallocated zero cluster with refcount 1
 }
@@ -50,7 +50,18 @@ Result<uint64_t> Qcow2Driver::ensure_l2_writable(uint64_t guest_offset) {
   return fresh;
 }
 
+Result<uint64_t> Qcow2Driver::alloc_data_clusters(uint64_t guest, uint64_t n) {
+  if (external_data()) return guest;
+  return refcounts_->alloc(n);
+}
+
+void Qcow2Driver::note_data_end(uint64_t end) {
+  if (external_data()) return;
+  file_size_ = std::max(file_size_, end);
+}
+
 Status Qcow2Driver::release_host(L2Entry old) {
+  if (external_data()) return Status::ok();  // data clusters there have no refcounts
   if (old.compressed()) {
     CompressedExtent ce = compressed_extent(geo_, old);
     uint64_t first = ce.offset >> geo_.cluster_bits, last = (ce.offset + ce.length - 1) >> geo_.cluster_bits;
@@ -111,7 +122,7 @@ Status Qcow2Driver::write_in_place(uint64_t pos, std::span<const uint8_t> data, 
   const uint64_t host = first.host_offset();
   // Clusters we (or QEMU) allocated always lie inside the file; one past its end comes from a
   // damaged or hostile L2 entry, and writing there could grow the file without bound.
-  if (host >= std::max(file_size_, alloc_end_))
+  if (!external_data() && host >= std::max(file_size_, alloc_end_))
     return Status::corrupt(fmt::format("{}: data cluster offset {:#x} (guest offset {:#x}) lies beyond the end of the file",
                                        file_->path(), host, cstart));
   std::vector<L2Entry> entries{first};
@@ -165,7 +176,7 @@ Status Qcow2Driver::write_in_place(uint64_t pos, std::span<const uint8_t> data, 
     }
   }
   QCOW_TRY(io_.write_data(host + (ws - cstart) + from, out.subspan(from, to - from)));
-  file_size_ = std::max(file_size_, host + (we - cstart));
+  note_data_end(host + (we - cstart));
   // Entries: clear the zero flag / set allocation bits where they changed.
   for (size_t i = 0; i < entries.size(); ++i) {
     uint64_t cg = cstart + i * cs;
@@ -211,7 +222,7 @@ Status Qcow2Driver::write_allocating(uint64_t pos, std::span<const uint8_t> data
       continue;
     }
     uint64_t a = align_down(rs, geo_.subcluster_size), b = align_up(re, geo_.subcluster_size);
-    uint64_t alloc = old[i].host_offset() ? (old[i].bitmap & kL2BitmapAllAlloc) : 0;
+    uint64_t alloc = has_host(geo_, old[i]) ? (old[i].bitmap & kL2BitmapAllAlloc) : 0;
     if (alloc) {  // keep every allocated subcluster of a shared cluster (QEMU does the same)
       a = std::min<uint64_t>(a, uint64_t(std::countr_zero(alloc)) << geo_.subcluster_bits);
       b = std::max<uint64_t>(b, uint64_t(64 - std::countl_zero(alloc)) << geo_.subcluster_bits);
@@ -221,11 +232,12 @@ Status Qcow2Driver::write_allocating(uint64_t pos, std::span<const uint8_t> data
   // L2 tables first, so that a table does not split a run of data clusters on the host.
   for (uint64_t i = 0; i < n; ++i)
     if (i == 0 || geo_.l2_index(cstart + i * cs) == 0) QCOW_TRY(ensure_l2_writable(cstart + i * cs).status());
-  QCOW_ASSIGN_OR_RETURN(uint64_t host, refcounts_->alloc(n));
-  const bool fresh = host >= file_size_;
+  QCOW_ASSIGN_OR_RETURN(uint64_t host, alloc_data_clusters(cstart, n));
+  // (A data file's clusters may hold old bytes: only the image file's tail is known fresh.)
+  const bool fresh = !external_data() && host >= file_size_;
   if (options_.alloc == AllocPolicy::kReserve) {
     QCOW_TRY(io_.allocate_data(host, n * cs));
-    file_size_ = std::max(file_size_, host + n * cs);
+    note_data_end(host + n * cs);
   }
   const uint64_t buf_guest = cstart + range[0].first;
   const uint64_t buf_len = (n - 1) * cs + range[n - 1].second - range[0].first;
@@ -255,8 +267,8 @@ Status Qcow2Driver::write_allocating(uint64_t pos, std::span<const uint8_t> data
     out = scratch_.data();
   }
   QCOW_TRY(io_.write_data(host_buf + w0, std::span<const uint8_t>(out + w0, w1 - w0)));
-  file_size_ = std::max(file_size_, host_buf + w1);
-  alloc_end_ = std::max(alloc_end_, host + n * cs);
+  note_data_end(host_buf + w1);
+  if (!external_data()) alloc_end_ = std::max(alloc_end_, host + n * cs);
 
   for (uint64_t i = 0; i < n; ++i) {
     uint64_t cg = cstart + i * cs;

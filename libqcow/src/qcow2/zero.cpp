@@ -23,7 +23,7 @@ Status Qcow2Driver::zero_units(uint64_t offset, uint64_t length, Unmap unmap) {
     bool whole = pos == cg && (piece_end == cg + cs || piece_end == header_->size);
     if (!geo_.extended_l2) {
       // Keep a preallocated host cluster unless asked to unmap (QEMU does the same).
-      if (unmap == Unmap::kYes || e.compressed() || !e.copied() || !e.host_offset()) {
+      if (unmap == Unmap::kYes || e.compressed() || !e.copied() || !has_host(geo_, e)) {
         ne.word = kOflagZero;
         if (!(e == ne)) QCOW_TRY(release_host(e));
       } else {
@@ -63,6 +63,8 @@ Status Qcow2Driver::zero_guest(uint64_t offset, uint64_t length, Unmap unmap) {
   QCOW_TRY(check_writable());
   QCOW_TRY(check_range(offset, length));
   if (!length) return Status::ok();
+  // A raw data file must read as the guest does by itself: zero the data there too.
+  if (raw_data()) QCOW_TRY(io_.zero_data(offset, length));
   const uint64_t unit = geo_.subcluster_size;
   auto explicit_zeros = [&](uint64_t off, uint64_t len) {
     return write_zeros(off, len, [this](uint64_t o, std::span<const uint8_t> z) { return write_guest(o, z, Compress::kNo); });
@@ -97,7 +99,8 @@ Status Qcow2Driver::discard_guest(uint64_t offset, uint64_t length) {
   uint64_t b = offset + length == header_->size ? offset + length : align_down(offset + length, cs);
   for (uint64_t pos = a; pos < b; pos += cs) {
     QCOW_ASSIGN_OR_RETURN(L2Entry e, get_l2_entry(pos));
-    bool allocated = e.compressed() || (e.host_offset() && (geo_.extended_l2 || !(e.word & kOflagZero)));
+    // QEMU's qcow2_cluster_is_allocated: a host cluster (data or preallocated zeros) or compressed data.
+    bool allocated = e.compressed() || has_host(geo_, e);
     L2Entry ne;
     if (backing_ || allocated) {
       if (geo_.extended_l2) ne.bitmap = kL2BitmapAllZero;
@@ -107,6 +110,8 @@ Status Qcow2Driver::discard_guest(uint64_t offset, uint64_t length) {
     QCOW_TRY(ensure_l2_writable(pos).status());
     QCOW_TRY(set_l2_entry(pos, ne));
     QCOW_TRY(release_host(e));
+    // A raw data file reads as the guest now does (zeros) by itself.
+    if (raw_data()) QCOW_TRY(io_.zero_data(pos, std::min(cs, header_->size - pos)));
   }
   return Status::ok();
 }

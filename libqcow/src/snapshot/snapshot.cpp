@@ -43,6 +43,13 @@ Status with_driver(const std::string& path, const SnapshotOptions& o, const std:
   }
 }
 
+// The spec rules internal snapshots out with an external data file (its clusters cannot
+// be shared); QEMU refuses to create or apply them (ENOTSUP).
+Status refuse_external_data(const Qcow2Driver& d) {
+  if (!(d.header().incompatible_features & kIncompatDataFile)) return Status::ok();
+  return Status::error(ErrorCode::kUnsupported, "internal snapshots are not supported with an external data file", ENOTSUP);
+}
+
 Result<size_t> find(const Qcow2Driver& d, const std::string& which, SnapshotMatch match) {
   const std::vector<SnapshotEntry>& all = d.snapshots();
   if (match == SnapshotMatch::kIdOrName)
@@ -81,6 +88,7 @@ Result<SnapshotInfo> create_snapshot(const std::string& path, const std::string&
   if (name.size() > 0xffff) return Status::invalid(fmt::format("{}: snapshot name longer than 65535 bytes", path));
   SnapshotInfo created;
   QCOW_TRY(with_driver(path, o, [&](Qcow2Driver& d) -> Status {
+    QCOW_TRY(refuse_external_data(d));
     const std::vector<SnapshotEntry>& all = d.snapshots();
     if (all.size() >= kMaxSnapshots) return Status::error(ErrorCode::kLimit, "too many snapshots", EFBIG);
     L1Change c;
@@ -109,6 +117,7 @@ Status delete_snapshot(const std::string& path, const std::string& which, Snapsh
 
 Status apply_snapshot(const std::string& path, const std::string& which, SnapshotMatch match, const SnapshotOptions& o) {
   return with_driver(path, o, [&](Qcow2Driver& d) -> Status {
+    QCOW_TRY(refuse_external_data(d));
     QCOW_ASSIGN_OR_RETURN(size_t index, find(d, which, match));
     const SnapshotEntry& s = d.snapshots()[index];
     const uint64_t disk_size = s.info().disk_size.value_or(d.size());
