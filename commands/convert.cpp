@@ -16,6 +16,7 @@
 #include "cli/snapshot_param.hpp"
 #include "cli/output.hpp"
 #include "commands/convert_copy.hpp"
+#include "qcow/bitmaps.hpp"
 #include "qcow/image.hpp"
 
 namespace qimg {
@@ -44,7 +45,7 @@ void register_convert(CLI::App& app, std::shared_ptr<ConvertOptions> o) {
   app.add_option("-r", o->rate_limit, "Rate limit in bytes per second (k, M, G suffixes)");
   app.add_flag("-C", o->copy_offload, "Copy offloading (accepted and checked as qemu-img does; the data still goes through qimg's buffers)");
   app.add_flag("--salvage", o->salvage, "Turn read errors into zeros (with a warning) and go on");
-  app.add_flag("--bitmaps", o->bitmaps, "Copy persistent bitmaps (only sources without bitmaps are supported)");
+  app.add_flag("--bitmaps", o->bitmaps, "Copy persistent dirty bitmaps (qcow2 to qcow2, one source)");
   app.add_flag("--skip-broken-bitmaps", o->skip_broken_bitmaps, "With --bitmaps: skip inconsistent bitmaps");
   app.add_option("files", o->files, "Source image(s) followed by the destination")->required();
 }
@@ -160,19 +161,33 @@ qcow::Status open_sources(const ConvertOptions& o, ConvertPlan* p, SourceSet* so
   return s;
 }
 
-// qemu-img's --bitmaps checks, in its order. Copying bitmaps is not implemented:
-// refuse rather than silently drop them.
+// qemu-img's --bitmaps checks, in its order.
 qcow::Status check_bitmaps(const ConvertPlan& p, const SourceSet& sources) {
+  if (sources.count() > 1) return qcow::Status::invalid("Copying bitmaps only possible with single source");
   for (const qcow::ImageInfo& i : sources.info())
     if (i.format != qcow::Format::kQcow2) return qcow::Status::unsupported("Source lacks bitmap support");
   if (p.dst_format && *p.dst_format != qcow::Format::kQcow2)
     return qcow::Status::unsupported(fmt::format("Format driver '{}' does not support bitmaps",
                                                  qcow::format_name(*p.dst_format)));
-  for (const qcow::ImageInfo& i : sources.info())
-    if (!i.bitmaps.empty())
-      return qcow::Status::unsupported(fmt::format("{}: copying persistent bitmaps (--bitmaps) is not supported yet",
-                                                   i.filename));
   return qcow::Status::ok();
+}
+
+// The source's bitmaps to copy: an inconsistent one stops the convert before anything is
+// created, or with --skip-broken-bitmaps is left out with a warning (qemu-img's words).
+qcow::Result<std::vector<qcow::DirtyBitmap>> bitmaps_to_copy(const ConvertOptions& o, SourceSet& sources) {
+  QCOW_ASSIGN_OR_RETURN(std::vector<qcow::DirtyBitmap> all, qcow::read_bitmaps(sources.image(0)));
+  std::vector<qcow::DirtyBitmap> out;
+  for (qcow::DirtyBitmap& b : all) {
+    if (!b.in_use) {
+      out.push_back(std::move(b));
+    } else if (o.skip_broken_bitmaps) {
+      fmt::print(stderr, "qimg: warning: Skipping inconsistent bitmap '{}'\n", b.name);
+    } else {
+      return qcow::Status::invalid(fmt::format("Cannot copy inconsistent bitmap '{}'\nTry --skip-broken-bitmaps, or use "
+                                               "'qemu-img bitmap --remove' to delete it", b.name));
+    }
+  }
+  return out;
 }
 
 // The target's creation options (errors as "DEST: error while converting FMT: ..."),
@@ -217,8 +232,9 @@ qcow::Result<qcow::Image> open_target(const ConvertOptions& o, const ConvertPlan
     };
   }
   QCOW_ASSIGN_OR_RETURN(qcow::Image target, qcow::Image::open(p.dest, dst_options));
-  if (o.bitmaps && target.format() == qcow::Format::kRaw)
-    return qcow::Status::unsupported("Format driver 'raw' does not support bitmaps");
+  if (o.bitmaps && (target.format() == qcow::Format::kRaw || target.info().version < 3))  // (v2 cannot store them)
+    return qcow::Status::unsupported(fmt::format("Format driver '{}' does not support bitmaps",
+                                                 qcow::format_name(target.format())));
   if (o.compress && target.format() == qcow::Format::kRaw)
     return qcow::Status::unsupported("Compression not supported for this file format");
   if (target.size() < needed)
@@ -266,8 +282,13 @@ int run_convert(const ConvertOptions& o) {
   if (qcow::Status s = check_files(o, &plan); !s) return fail(s);
   SourceSet sources;
   if (qcow::Status s = open_sources(o, &plan, &sources); !s) return fail(s);
-  if (o.bitmaps)
+  std::vector<qcow::DirtyBitmap> bitmaps;
+  if (o.bitmaps) {
     if (qcow::Status s = check_bitmaps(plan, sources); !s) return fail(s);
+    auto b = bitmaps_to_copy(o, sources);
+    if (!b) return fail(b.status());
+    bitmaps = std::move(b).value();
+  }
 
   bool created = false;
   std::optional<qcow::Image> target, base;
@@ -296,7 +317,7 @@ int run_convert(const ConvertOptions& o) {
   const CopyConfig config = copy_config(o, plan, *target, (created && !base) || o.target_is_zero);
   Progress progress(o.progress && !o.quiet, sources.total());
   qcow::Status s = copy_image(sources, base ? &*base : nullptr, *target, config, progress);
-  if (s) s = target->close();
+  if (s) s = o.bitmaps ? qcow::store_bitmaps(*target, bitmaps) : target->close();
   if (!s) return cleanup_fail(s);
   progress.finish();
   return 0;

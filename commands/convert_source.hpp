@@ -29,6 +29,8 @@ class SourceSet {
   // where the kind changes.
   qcow::Status next_run(uint64_t t, uint64_t max, Run* run);
   qcow::Status read(uint64_t t, std::span<uint8_t> buf);
+  size_t count() const { return sources_.size(); }
+  qcow::Image& image(size_t i) { return sources_[i].image; }
 
  private:
   struct Source {

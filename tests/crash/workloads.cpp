@@ -12,6 +12,7 @@
 #include "crash/harness.hpp"
 #include "crash/tools.hpp"
 #include "qcow/amend.hpp"
+#include "qcow/bitmaps.hpp"
 #include "qcow/chain.hpp"
 #include "qcow/check.hpp"
 #include "qcow/commit.hpp"
@@ -441,6 +442,39 @@ Workload snapshot_op(const std::string& name, const std::string& opts, uint64_t 
   return w;
 }
 
+// qcow::store_bitmaps (convert --bitmaps' last step): two bitmaps added to an image that
+// has an enabled one of its own (rewritten all dirty), the old structures freed after the
+// header commit. Guest content never changes; the bitmaps appear whole or not at all.
+Workload bitmaps_store(const std::string& name, const std::string& opts) {
+  Workload w;
+  w.name = name;
+  w.what = fmt::format("store two persistent bitmaps beside an enabled one ({})", opts);
+  w.prepare = [=](const std::string& d) {
+    std::string p = qcow2(d, opts, 4 << 20);
+    tool({"qemu-img", "bitmap", "--add", "-g", "4k", p, "old"});
+    qemu_io(p, {"write -q -P 0x41 0 300k", "write -q -P 0x42 2M 64k"});
+    return p;
+  };
+  w.operation = [](const std::string& path, const qcow::FileWrapFn& wrap) -> qcow::Status {
+    qcow::OpenOptions o;
+    o.writable = true;
+    o.wrap_file = wrap;
+    auto img = qcow::Image::open(path, o);
+    if (!img) return img.status();
+    std::vector<qcow::DirtyBitmap> b(2);
+    b[0].name = "fine";
+    b[0].granularity_bits = 9;  // 8 KiB of bits: several clusters of data
+    b[0].bits.assign(((4 << 20) >> 9) / 8, 0);
+    for (size_t i = 0; i < b[0].bits.size(); i += 3) b[0].bits[i] = uint8_t(0x5a + i);
+    b[1].name = "coarse";
+    b[1].granularity_bits = 20;
+    b[1].auto_ = true;
+    b[1].bits = {0x05};
+    return qcow::store_bitmaps(*img, b);
+  };
+  return w;
+}
+
 // Damage: a data cluster's refcount set to 0 (a corruption: the repair must raise it, or
 // rebuild) and the header cluster's set to 3 (a leak).
 Workload repair(const std::string& name, const std::string& opts) {
@@ -656,6 +690,8 @@ std::vector<Workload> all_workloads() {
   w.push_back(grow("grow-backing-ext", "cluster_size=16k,extended_l2=on", true, 94));
   w.push_back(grow("grow-prealloc-std", "cluster_size=4k", false, 95));
   w.push_back(grow("grow-prealloc-ext", "cluster_size=16k,extended_l2=on", false, 96));
+  w.push_back(bitmaps_store("bitmaps-store-4k", "cluster_size=4k"));
+  w.push_back(bitmaps_store("bitmaps-store-512", "cluster_size=512"));
   w.push_back(repair("repair-std", "cluster_size=64k"));
   w.push_back(repair("repair-ext", "extended_l2=on"));
   // rebase (the overlay is judged) and commit (the base is judged).

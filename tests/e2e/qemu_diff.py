@@ -53,6 +53,15 @@ def require_qemu_tools():
         raise SystemExit(f"FAIL: {', '.join(missing)} not found (install qemu-utils); nothing can be compared")
 
 
+def qimg_from_args() -> str:
+    """The test's one argument, --qimg PATH (made absolute), once QEMU's tools are known present."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--qimg", required=True)
+    qimg = os.path.abspath(ap.parse_args().qimg)
+    require_qemu_tools()
+    return qimg
+
+
 def normalize_stderr(text: str, program: str) -> str:
     lines = []
     for line in text.splitlines():

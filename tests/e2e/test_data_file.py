@@ -23,7 +23,6 @@
    qemu-img check clean."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -31,7 +30,7 @@ import struct
 import sys
 import tempfile
 
-from qemu_diff import Differ, must, normalize_stderr, require_qemu_tools, run
+from qemu_diff import Differ, must, normalize_stderr, qimg_from_args, run
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import qimgtest  # noqa: E402
@@ -274,10 +273,7 @@ def amend_layout(qimg: str, root: str, name: str) -> tuple[int, list[str]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--qimg", required=True)
-    qimg = os.path.abspath(ap.parse_args().qimg)
-    require_qemu_tools()
+    qimg = qimg_from_args()
     with tempfile.TemporaryDirectory(prefix="qimg-data-file-") as root:
         shared = os.path.join(root, "shared")
         os.mkdir(shared)

@@ -1,4 +1,4 @@
-// libFuzzer target: what `qimg map` and `qimg info` do with an image, through the
+// libFuzzer target: what `qimg map`, `qimg info` and convert --bitmaps' reader do with an image, through the
 // public Image API (chain merging, subcluster runs, snapshot opens). Image::open
 // works on paths, so each input is written to /dev/shm (memory-backed) first.
 #include <unistd.h>
@@ -9,6 +9,7 @@
 #include <string>
 
 #include "fuzz_common.hpp"
+#include "qcow/bitmaps.hpp"
 #include "qcow/image.hpp"
 
 namespace {
@@ -25,6 +26,9 @@ void walk(qcow::Image& img) {
   });
   (void)img.info();
   (void)img.chain_info();
+  // convert --bitmaps' reader: directory, tables and data clusters of persistent bitmaps
+  // (on disks up to 1 GiB: a bitmap's bits are read into memory, up to QEMU's 512 MiB).
+  if (img.size() <= (1ull << 30)) (void)qcow_fuzz::no_internal(qcow::read_bitmaps(img));
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
+#include "format/bitmap_directory.hpp"
 #include "format/header.hpp"
 
 namespace {
@@ -505,3 +506,38 @@ TEST_CASE("header: encode/parse round trips, hand-written bytes, validation erro
 }
 
 }  // TEST_SUITE
+
+TEST_CASE("bitmap directory: entries round trip, QEMU's constraints refuse the rest") {
+  qcow::Header h;
+  h.cluster_bits = 16;
+  h.size = 1 << 30;
+  std::vector<qcow::BitmapDirEntry> dir(2);
+  dir[0] = {0x30000, 1, qcow::kBitmapAuto, 16, "a"};
+  dir[1] = {0x50000, 4, 0, 9, std::string(1023, 'n')};  // 1 GiB / 512 B / 8 = 256 KiB of bits: 4 clusters
+  const std::vector<uint8_t> bytes = qcow::encode_bitmap_directory(dir);
+  CHECK(bytes.size() == 32 + qcow::align_up(24 + 1023, 8));
+  auto back = qcow::parse_bitmap_directory(bytes, 2, h);
+  REQUIRE(back.is_ok());
+  REQUIRE(back->size() == 2);
+  for (size_t i = 0; i < 2; ++i) {
+    CHECK((*back)[i].table_offset == dir[i].table_offset);
+    CHECK((*back)[i].table_size == dir[i].table_size);
+    CHECK((*back)[i].flags == dir[i].flags);
+    CHECK((*back)[i].granularity_bits == dir[i].granularity_bits);
+    CHECK((*back)[i].name == dir[i].name);
+  }
+  CHECK(qcow::bitmap_data_bytes(h.size, 16) == (1u << 14) / 8);
+  CHECK(qcow::bitmap_data_bytes(1000, 9) == 1);  // 2 granules
+  SUBCASE("a table too small for the disk") {
+    dir[1].table_size = 3;
+    auto r = qcow::parse_bitmap_directory(qcow::encode_bitmap_directory(dir), 2, h);
+    CHECK(r.status().code() == qcow::ErrorCode::kCorrupt);
+  }
+  SUBCASE("one entry fewer than the count") {
+    CHECK_FALSE(qcow::parse_bitmap_directory(bytes, 3, h).is_ok());
+  }
+  SUBCASE("reserved flags") {
+    dir[0].flags = 8;
+    CHECK_FALSE(qcow::parse_bitmap_directory(qcow::encode_bitmap_directory(dir), 2, h).is_ok());
+  }
+}

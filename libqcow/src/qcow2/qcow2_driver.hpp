@@ -15,6 +15,7 @@
 #include "cache/table_cache.hpp"
 #include "crypto/luks.hpp"
 #include "driver.hpp"
+#include "format/bitmap_directory.hpp"
 #include "format/header.hpp"
 #include "format/snapshot_table.hpp"
 #include "map/geometry.hpp"
@@ -32,6 +33,8 @@ bool snapshot_l1_valid(const SnapshotEntry& s, uint64_t cluster_size, uint64_t f
 // such an entry as QEMU's check does and leave its L1 table alone).
 Result<std::vector<SnapshotEntry>> load_snapshot_table(File& file, const Header& h, uint64_t file_size,
                                                        uint64_t* table_bytes, bool keep_unusable_l1 = false);
+// The bitmap directory's entries (none when the extension is absent or stale), checked.
+Result<std::vector<BitmapDirEntry>> load_bitmap_directory(File& file, const Header& h, uint64_t file_size);
 Result<std::vector<BitmapInfo>> load_bitmap_list(File& file, const Header& h, uint64_t file_size);
 
 class Qcow2Driver final : public Driver {
