@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "cli/image_open.hpp"
 #include "cli/options.hpp"
 #include "cli/secrets.hpp"
 #include "cli/output.hpp"
@@ -79,9 +80,11 @@ int run_create(const CreateOptions& o) {
     if (fmt_it != spec.given.end()) {
       if (qcow::Status s = parse_format_option(fmt_it->second, &open_options.format); !s) return file_error(s);
     }
-    auto backing = qcow::Image::open(backing_path(file, backing_it->second), open_options);
+    const std::string backing_file = backing_path(file, backing_it->second);
+    auto backing = qcow::Image::open(backing_file, open_options);
     if (!backing) {
-      return fail(fmt::format("{}: {}\nCould not open backing image.", file, backing.status().message()));
+      return fail(fmt::format("{}: {}\nCould not open backing image.", file,
+                              open_failure_reason(backing_file, backing.status())));
     }
     if (!spec.size) spec.size = backing->size();
     if (fmt_it == spec.given.end()) set_create_option(&spec, "backing_fmt", qcow::format_name(backing->format()));

@@ -3,6 +3,8 @@
 // image creation exercises the same allocation code as every later write.
 #include <fmt/format.h>
 
+#include <cstring>
+
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
 #include "qcow2/qcow2_driver.hpp"
@@ -40,7 +42,14 @@ Status create_qcow2(const std::string& path, const CreateOptions& o) {
   store_be64(boot.data() + cs, 2 * cs);  // refcount table entry 0 -> block at cluster 2
   for (uint64_t c = 0; c < 3; ++c) set_refcount_entry(boot.data() + 2 * cs, h.refcount_order, c, 1);
   if (!o.data_file.empty()) {  // as QEMU: a raw file of the virtual size, old contents dropped
-    QCOW_ASSIGN_OR_RETURN(auto f, open_posix_file(o.data_file, FileMode::kCreate, LockMode::kExclusive));
+    auto opened = open_posix_file(o.data_file, FileMode::kCreate, LockMode::kExclusive);
+    if (!opened) {
+      const Status& s = opened.status();
+      if (!s.saved_errno()) return s;
+      return Status::error(s.code(), fmt::format("Could not create '{}': {}", o.data_file, std::strerror(s.saved_errno())),
+                           s.saved_errno());
+    }
+    auto f = std::move(opened).value();
     QCOW_TRY(f->truncate(o.size));
     QCOW_TRY(f->flush());
     QCOW_TRY(f->close());
