@@ -15,6 +15,7 @@
 
 #include "cli/secrets.hpp"
 #include "cli/output.hpp"
+#include "qcow/bytes.hpp"
 #include "qcow/compress.hpp"
 
 namespace qimg {
@@ -23,12 +24,8 @@ namespace qimg {
 
 namespace {
 
-uint64_t div_up(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
-
 // --salvage retries a failed read in pieces of this size, then per 512-byte sector.
 constexpr uint64_t kSalvagePiece = 64 << 10;
-
-bool all_zero(const uint8_t* p, size_t n) { return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0); }
 
 // Runs f, turning an exception (allocation failure) into a Status: threads must not throw.
 template <class F>
@@ -264,7 +261,7 @@ class Pipeline {
       return qcow::Status::ok();
     }
     const uint64_t u = unit();
-    const size_t n = size_t(div_up(c.length, u));
+    const size_t n = size_t(qcow::div_round_up(c.length, u));
     // Units entirely inside a zero run read as zeros without looking at their bytes;
     // their bytes are only filled in (process()) if they end up written as data.
     c.zero_run.assign(n, 0);
@@ -275,7 +272,7 @@ class Pipeline {
         QCOW_TRY(read_salvaging(c.offset + r.at, out));
         continue;
       }
-      const uint64_t first = div_up(r.at, u), end = r.at + r.r.length;
+      const uint64_t first = qcow::div_round_up(r.at, u), end = r.at + r.r.length;
       uint64_t i = first;
       for (; i * u < end && std::min(c.length, (i + 1) * u) <= end; ++i) c.zero_run[size_t(i)] = 1;
       // The parts of the run in units shared with data.
@@ -303,20 +300,20 @@ class Pipeline {
   qcow::Status process(Chunk& c) {
     if (c.all_zero) return qcow::Status::ok();
     const uint64_t u = unit();
-    const size_t n = size_t(div_up(c.length, u));
+    const size_t n = size_t(qcow::div_round_up(c.length, u));
     c.kinds.assign(n, kData);
     const uint8_t* bytes = c.bytes();
     for (size_t i = 0; i < n; ++i) {
       const uint64_t at = i * u, len = std::min(u, c.length - at);
       if (c.zero_run[i]) {  // zeros without reading them (the buffer does not hold them yet)
-        if (c.has_base && all_zero(c.base.data() + at, len)) c.kinds[i] = kSame;
+        if (c.has_base && qcow::buffer_is_zero(c.base.data() + at, len)) c.kinds[i] = kSame;
         else if (cfg_.sparse != 0) c.kinds[i] = kZero;
         else zero_unit(c, i);  // -S 0: written as data
         continue;
       }
       const uint8_t* p = bytes + at;
       if (c.has_base && std::memcmp(p, c.base.data() + at, len) == 0) c.kinds[i] = kSame;
-      else if (cfg_.sparse != 0 && all_zero(p, len)) c.kinds[i] = kZero;
+      else if (cfg_.sparse != 0 && qcow::buffer_is_zero(p, len)) c.kinds[i] = kZero;
     }
     // Zero runs shorter than -S next to data are written as data (qemu-img's rule).
     if (!cfg_.compress && cfg_.sparse > u) {

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "qcow/bytes.hpp"  // div_round_up, buffer_is_zero (public: front ends use them too)
+
 namespace qcow {
 
 inline uint16_t load_be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
@@ -20,9 +22,5 @@ inline void store_be64(uint8_t* p, uint64_t v) { store_be32(p, uint32_t(v >> 32)
 inline bool is_power_of_two(uint64_t v) { return v && !(v & (v - 1)); }
 inline uint64_t align_down(uint64_t v, uint64_t a) { return v & ~(a - 1); }
 inline uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
-inline uint64_t div_round_up(uint64_t v, uint64_t d) { return v / d + (v % d != 0); }  // no overflow near 2^64
-
-// True when every byte of [p, p+len) is zero; fast path compares words.
-bool buffer_is_zero(const uint8_t* p, size_t len);
 
 }  // namespace qcow
