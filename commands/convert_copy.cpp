@@ -61,7 +61,7 @@ class Pipeline {
         threads_(config.compress ? std::max(config.workers, 1) : (config.workers >= 2 ? 1 : 0)),
         chunk_bytes_(chunk_bytes(config)),
         slots_(size_t(std::max(config.workers, 1)) + 2),
-        chunks_((sources.total() + chunk_bytes_ - 1) / chunk_bytes_) {}
+        chunks_(qcow::div_round_up(sources.total(), chunk_bytes_)) {}
 
   qcow::Status run() { return threads_ == 0 ? run_inline() : run_threads(); }
 
