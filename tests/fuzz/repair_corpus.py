@@ -21,6 +21,7 @@ def main():
     ap.add_argument("--max", type=int, default=400)
     ap.add_argument("dirs", nargs="+")
     a = ap.parse_args()
+    a.qimg = os.path.abspath(a.qimg)  # (it runs in the scratch directory)
     if shutil.which("qemu-img") is None:
         sys.exit("FAIL: qemu-img is not installed")
     files = []
