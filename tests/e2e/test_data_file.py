@@ -124,11 +124,12 @@ def side_by_side(d: Differ, dir_: str) -> None:
             d.add_status(f"{f} map", "map", ["--output=json", f])
         d.add(f"{img} compare", "compare", [img, f"{name}-plain.qcow2"])
         d.add(f"{img} compare -s", "compare", ["-s", img, f"{name}-plain.qcow2"])
-    # Creation refusals (nothing is left behind), with qemu-img's messages.
-    for label, opts in (("missing directory", "data_file=no/such/dir/d.raw"), ("compat=0.10", "data_file=v2.raw,compat=0.10"),
+    # Creation refusals (nothing is left behind), with qemu-img's messages. Cases run
+    # concurrently, so each has its own target name (qemu-img locks what it creates).
+    for n, (label, opts) in enumerate((("missing directory", "data_file=no/such/dir/d.raw"), ("compat=0.10", "data_file=v2.raw,compat=0.10"),
                         ("raw without a data file", "data_file_raw=on"),
-                        ("raw with a backing file", "data_file=b.raw,data_file_raw=on,backing_file=std-64k.qcow2,backing_fmt=qcow2")):
-        d.add(f"create: {label}", "create", ["-f", "qcow2", "-o", opts, "refused.qcow2", "1M"])
+                        ("raw with a backing file", "data_file=b.raw,data_file_raw=on,backing_file=std-64k.qcow2,backing_fmt=qcow2"))):
+        d.add(f"create: {label}", "create", ["-f", "qcow2", "-o", opts, f"refused{n}.qcow2", "1M"])
     d.add("create: missing backing file", "create", ["-f", "qcow2", "-b", "missing.qcow2", "-F", "qcow2", "refused.qcow2"])
     for f in header_variants(dir_):
         for cmd, args in (("info", []), ("info", ["--output=json"])):
