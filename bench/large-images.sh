@@ -10,6 +10,7 @@
 # Each measurement is RUNS pairs (default 3), who goes first alternating; prints the median
 # wall seconds and the largest peak RSS of each tool, and the median per-pair ratio.
 # Usage: bench/large-images.sh [QIMG] [WORKDIR]   (needs ~1 GiB free in WORKDIR)
+#        ONLY="amend check" bench/large-images.sh ...   (only those commands)
 set -euo pipefail
 QIMG=$(readlink -f "${1:-build/qimg}")
 WORK=${2:-/tmp/qimg-large-bench}
@@ -25,6 +26,7 @@ fi
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 measure() { # label image "qemu-img command" "qimg command"  (OUT in a command: an output file)
   local label=$1 img=$2 qcmd=$3 icmd=$4 r
+  [[ -z "${ONLY:-}" || " $ONLY " == *" $label "* ]] || return 0
   : > q.t; : > i.t
   for r in $(seq "$RUNS"); do
     for who in $( [ $((r % 2)) = 1 ] && echo "q i" || echo "i q"); do

@@ -81,7 +81,7 @@ Result<std::unique_ptr<Driver>> open_driver(const std::string& path, const OpenO
   // before anything is written, as QEMU does on a writable open.
   if (s.is_ok() && options.writable && options.repair_dirty && !options.repair &&
       (d->header().incompatible_features & kIncompatDirty)) {
-    s = rebuild_refcounts(*d, std::nullopt);
+    s = rebuild_refcounts(*d);
     if (s.is_ok()) s = d->update_incompatible(0, kIncompatDirty);
   }
   if (!s.is_ok()) {

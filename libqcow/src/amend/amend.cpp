@@ -6,6 +6,7 @@
 #include <map>
 #include <tuple>
 
+#include "amend/refcount_width.hpp"
 #include "check/rebuild.hpp"
 #include "codec/bytes.hpp"
 #include "format/constants.hpp"
@@ -394,7 +395,7 @@ Status AmendWorker::run() {
   if (order != cur.refcount_order) {
     if (target.version < 3) return Status::unsupported("refcount_bits other than 16 require compat=1.1");
     QCOW_TRY(d_.flush());
-    QCOW_TRY(rebuild_refcounts(d_, order));
+    QCOW_TRY(change_refcount_width(d_, order));
     target.refcount_order = order;
     target.refcount_table_offset = d_.header().refcount_table_offset;
     target.refcount_table_clusters = d_.header().refcount_table_clusters;

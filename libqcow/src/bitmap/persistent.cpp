@@ -21,6 +21,25 @@ namespace {
 constexpr uint64_t kBitmapTableOffsetMask = 0x00fffffffffffe00ull;
 constexpr uint64_t kMaxBitmapBytes = 512ull << 20;  // QEMU's limit on a bitmap's data
 
+// Clears the bits past the end of the disk (the spec wants them zero).
+void clear_tail_bits(std::vector<uint8_t>& bits, uint64_t disk_size, uint32_t granularity_bits) {
+  const uint64_t granules = (disk_size + (uint64_t(1) << granularity_bits) - 1) >> granularity_bits;
+  if (granules % 8 && !bits.empty()) bits.back() &= uint8_t((1u << (granules % 8)) - 1);
+}
+
+// The first `entries` entries of a bitmap's table, read from inside the file.
+Result<std::vector<uint64_t>> read_table(Qcow2Driver& d, const BitmapDirEntry& e, uint64_t entries,
+                                         uint64_t file_size) {
+  std::vector<uint8_t> raw(entries * 8);
+  if (e.table_offset > file_size || raw.size() > file_size - e.table_offset)
+    return Status::corrupt(fmt::format("bitmap '{}': table at {:#x} lies outside the file", e.name, e.table_offset));
+  QCOW_ASSIGN_OR_RETURN(size_t got, d.image_file().read_at(e.table_offset, raw));
+  if (got < raw.size()) return Status::corrupt(fmt::format("bitmap '{}': table is truncated", e.name));
+  std::vector<uint64_t> table(entries);
+  for (uint64_t i = 0; i < entries; ++i) table[i] = load_be64(raw.data() + 8 * i);
+  return table;
+}
+
 // Reads one bitmap's bits through its table (entries checked as QEMU's load does).
 Status read_bits(Qcow2Driver& d, const BitmapDirEntry& e, uint64_t file_size, std::vector<uint8_t>& out) {
   const uint64_t cs = d.geometry().cluster_size;
@@ -30,14 +49,10 @@ Status read_bits(Qcow2Driver& d, const BitmapDirEntry& e, uint64_t file_size, st
   if (e.table_size < needed)
     return Status::corrupt(fmt::format("bitmap '{}': table of {} entries for {} clusters of data", e.name, e.table_size,
                                        needed));
-  std::vector<uint8_t> table(needed * 8);
-  if (e.table_offset > file_size || table.size() > file_size - e.table_offset)
-    return Status::corrupt(fmt::format("bitmap '{}': table at {:#x} lies outside the file", e.name, e.table_offset));
-  QCOW_ASSIGN_OR_RETURN(size_t got, d.image_file().read_at(e.table_offset, table));
-  if (got < table.size()) return Status::corrupt(fmt::format("bitmap '{}': table is truncated", e.name));
+  QCOW_ASSIGN_OR_RETURN(std::vector<uint64_t> table, read_table(d, e, needed, file_size));
   out.assign(bytes, 0);
   for (uint64_t i = 0; i < needed; ++i) {
-    const uint64_t entry = load_be64(table.data() + 8 * i), off = entry & kBitmapTableOffsetMask;
+    const uint64_t entry = table[i], off = entry & kBitmapTableOffsetMask;
     std::span<uint8_t> part(out.data() + i * cs, std::min(cs, bytes - i * cs));
     if ((entry & ~kBitmapTableOffsetMask & ~uint64_t(1)) || (off && (entry & 1)) || (off & (cs - 1)))
       return Status::corrupt(fmt::format("bitmap '{}': invalid table entry {:#x} at index {}", e.name, entry, i));
@@ -50,9 +65,7 @@ Status read_bits(Qcow2Driver& d, const BitmapDirEntry& e, uint64_t file_size, st
     QCOW_ASSIGN_OR_RETURN(size_t n, d.image_file().read_at(off, part));
     if (n < part.size()) return Status::corrupt(fmt::format("bitmap '{}': data cluster {:#x} is truncated", e.name, off));
   }
-  // Bits past the end of the disk must be zero (spec); keep them so.
-  const uint64_t granules = (d.size() + (uint64_t(1) << e.granularity_bits) - 1) >> e.granularity_bits;
-  if (granules % 8 && bytes) out.back() &= uint8_t((1u << (granules % 8)) - 1);
+  clear_tail_bits(out, d.size(), e.granularity_bits);
   return Status::ok();
 }
 
@@ -72,14 +85,12 @@ Result<uint64_t> store_clusters(Qcow2Driver& d, std::span<const uint8_t> data) {
 }
 
 // Clusters of an entry's table and data, to release once the entry is gone.
-Status collect_clusters(Qcow2Driver& d, const BitmapDirEntry& e, std::vector<uint64_t>& out) {
+Status collect_clusters(Qcow2Driver& d, const BitmapDirEntry& e, uint64_t file_size, std::vector<uint64_t>& out) {
   const uint64_t cs = d.geometry().cluster_size;
-  std::vector<uint8_t> table(uint64_t(e.table_size) * 8);
-  QCOW_ASSIGN_OR_RETURN(size_t got, d.image_file().read_at(e.table_offset, table));
-  if (got < table.size()) return Status::corrupt(fmt::format("bitmap '{}': table is truncated", e.name));
-  for (uint32_t i = 0; i < e.table_size; ++i)
-    if (uint64_t off = load_be64(table.data() + 8 * i) & kBitmapTableOffsetMask) out.push_back(off);
-  for (uint64_t c = 0; c < div_round_up(table.size(), cs); ++c) out.push_back(e.table_offset + c * cs);
+  QCOW_ASSIGN_OR_RETURN(std::vector<uint64_t> table, read_table(d, e, e.table_size, file_size));
+  for (uint64_t entry : table)
+    if (uint64_t off = entry & kBitmapTableOffsetMask) out.push_back(off);
+  for (uint64_t c = 0; c < div_round_up(uint64_t(e.table_size) * 8, cs); ++c) out.push_back(e.table_offset + c * cs);
   return Status::ok();
 }
 
@@ -113,8 +124,7 @@ DirtyBitmap all_dirty(const BitmapDirEntry& e, uint64_t disk_size) {
   b.granularity_bits = e.granularity_bits;
   b.auto_ = true;
   b.bits.assign(bitmap_data_bytes(disk_size, e.granularity_bits), 0xff);
-  const uint64_t granules = (disk_size + (uint64_t(1) << e.granularity_bits) - 1) >> e.granularity_bits;
-  if (granules % 8 && !b.bits.empty()) b.bits.back() = uint8_t((1u << (granules % 8)) - 1);
+  clear_tail_bits(b.bits, disk_size, e.granularity_bits);
   return b;
 }
 
@@ -147,6 +157,7 @@ Status store(Qcow2Driver& d, const std::vector<DirtyBitmap>& bitmaps) {
       if (&o != &b && o.name == b.name) return Status::invalid(failed(b, "Bitmap already exists: " + b.name));
   }
   QCOW_TRY(d.flush());
+  QCOW_ASSIGN_OR_RETURN(const uint64_t file_size, d.image_file().size());
   const uint64_t cs = d.geometry().cluster_size;
   std::vector<uint64_t> released;  // clusters the old structures leave behind
   if (cur.bitmaps && !dir.empty())
@@ -156,7 +167,7 @@ Status store(Qcow2Driver& d, const std::vector<DirtyBitmap>& bitmaps) {
   // dirty now (more than was written, never less: a backup then copies everything).
   for (BitmapDirEntry& e : dir) {
     if ((e.flags & kBitmapInUse) || !(e.flags & kBitmapAuto)) continue;
-    QCOW_TRY(collect_clusters(d, e, released));
+    QCOW_TRY(collect_clusters(d, e, file_size, released));
     QCOW_ASSIGN_OR_RETURN(e, store_one(d, all_dirty(e, d.size())));
   }
   for (const DirtyBitmap& b : bitmaps) {

@@ -15,15 +15,10 @@
 
 namespace qcow {
 
-Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order, uint64_t memory_limit) {
+Status rebuild_refcounts(Qcow2Driver& d, uint64_t memory_limit) {
   RefcountWalk w(memory_limit);
   QCOW_TRY(walk_refcounts(d, WalkRefcountStructures::kExclude, w));
-  Geometry g = d.geometry();
-  if (new_order) {  // amend refcount_bits: same walk, new entry width
-    Header h = d.header();
-    h.refcount_order = *new_order;
-    g = Geometry::from(h);
-  }
+  const Geometry g = d.geometry();
   const uint64_t cs = g.cluster_size, rbe = g.refblock_entries;
   QCOW_ASSIGN_OR_RETURN(uint64_t file_size, d.image_file().size());
   const uint64_t E = std::max<uint64_t>(w.counts.end(), div_round_up(file_size, cs));
@@ -73,7 +68,7 @@ Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order, uint
   }
   QCOW_TRY(store_table(file, Structure::kRefcountTable, table_cluster * cs, table, T * cs));
   // The driver commits the switch (one header write) and reloads its refcounts.
-  return d.install_refcounts(table_cluster * cs, uint32_t(T), new_order);
+  return d.install_refcounts(table_cluster * cs, uint32_t(T), std::nullopt);
 }
 
 }  // namespace qcow

@@ -1,6 +1,6 @@
 // Rebuilding the refcount structures from scratch: for images opened dirty
-// (lazy refcounts), check -r all when patching cannot work, and amend's
-// refcount_bits change (new_order). Writes new blocks and a new table past the
+// (lazy refcounts) and check -r all when patching cannot work (amend's
+// refcount_bits change copies the stored refcounts: amend/refcount_width.hpp). Writes new blocks and a new table past the
 // end of the file, then Qcow2Driver::install_refcounts() commits the switch.
 #pragma once
 
@@ -12,7 +12,6 @@
 
 namespace qcow {
 
-Status rebuild_refcounts(Qcow2Driver& d, std::optional<uint32_t> new_order,
-                         uint64_t memory_limit = kDefaultCheckMemoryLimit);
+Status rebuild_refcounts(Qcow2Driver& d, uint64_t memory_limit = kDefaultCheckMemoryLimit);
 
 }  // namespace qcow

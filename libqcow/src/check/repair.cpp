@@ -99,7 +99,7 @@ Status repair_pass(Qcow2Driver& d, Repair repair, uint64_t memory_limit, CheckTa
   if (rebuild) {
     messages.insert(messages.end(), pre_messages.begin(), pre_messages.end());
     messages.push_back("Rebuilding refcount structure");
-    QCOW_TRY(rebuild_refcounts(d, std::nullopt, memory_limit));
+    QCOW_TRY(rebuild_refcounts(d, memory_limit));
     t.corruptions -= w.refblock_corruptions;
     t.corruptions_fixed += w.refblock_corruptions + pre.corruptions;
     t.leaks_fixed += pre.leaks;

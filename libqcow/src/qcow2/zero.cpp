@@ -63,8 +63,6 @@ Status Qcow2Driver::zero_guest(uint64_t offset, uint64_t length, Unmap unmap) {
   QCOW_TRY(check_writable());
   QCOW_TRY(check_range(offset, length));
   if (!length) return Status::ok();
-  // A raw data file must read as the guest does by itself: zero the data there too.
-  if (raw_data()) QCOW_TRY(io_.zero_data(offset, length));
   const uint64_t unit = geo_.subcluster_size;
   auto explicit_zeros = [&](uint64_t off, uint64_t len) {
     return write_zeros(off, len, [this](uint64_t o, std::span<const uint8_t> z) { return write_guest(o, z, Compress::kNo); });
@@ -76,7 +74,12 @@ Status Qcow2Driver::zero_guest(uint64_t offset, uint64_t length, Unmap unmap) {
     return explicit_zeros(offset, length);
   }
   if (offset < a) QCOW_TRY(explicit_zeros(offset, a - offset));
-  if (a < b) QCOW_TRY(zero_units(a, b - a, unmap));
+  if (a < b) {
+    // A raw data file must read as the guest does by itself: zero the data there too
+    // (the partial units at the edges get their zeros written through write_guest).
+    if (raw_data()) QCOW_TRY(io_.zero_data(a, b - a));
+    QCOW_TRY(zero_units(a, b - a, unmap));
+  }
   if (b < offset + length) QCOW_TRY(explicit_zeros(b, offset + length - b));
   if (options_.cache == CacheMode::kWritethrough) QCOW_TRY(flush_metadata());
   return Status::ok();
