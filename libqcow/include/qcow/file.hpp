@@ -51,6 +51,12 @@ class File {
   // that starts at offset and returns whether it is data. Files without hole
   // support report everything as data.
   virtual Result<bool> probe_data(uint64_t offset, uint64_t* run_end) = 0;
+  // probe_data for callers that walk a file forward and only report what they
+  // find (map, compare): a host file may answer from a batch of extents read
+  // ahead (FIEMAP) where that is certain, and may end a run earlier than
+  // probe_data would (callers merge adjacent runs). Never for decisions that
+  // could drop data.
+  virtual Result<bool> probe_data_for_report(uint64_t offset, uint64_t* run_end) { return probe_data(offset, run_end); }
   virtual const std::string& path() const = 0;
   // Releases the descriptor and its locks now rather than at destruction, so a
   // closed image can be reopened (and locked) by the same process. Later calls
@@ -72,6 +78,7 @@ class FileWrapper : public File {
   Status zero_range(uint64_t o, uint64_t l) override { return inner_->zero_range(o, l); }
   Result<uint64_t> allocated_bytes() override { return inner_->allocated_bytes(); }
   Result<bool> probe_data(uint64_t o, uint64_t* e) override { return inner_->probe_data(o, e); }
+  Result<bool> probe_data_for_report(uint64_t o, uint64_t* e) override { return inner_->probe_data_for_report(o, e); }
   const std::string& path() const override { return inner_->path(); }
   Status close() override { return inner_->close(); }
   File& inner() { return *inner_; }

@@ -25,10 +25,12 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <optional>
 #include <vector>
 
 #include <fmt/format.h>
 
+#include "io/extent_batch.hpp"
 #include "qcow/file.hpp"
 
 namespace qcow {
@@ -270,6 +272,24 @@ class PosixFile final : public File {
     return false;
   }
 
+  // From FIEMAP batches where they are certain (io/extent_batch.hpp), else
+  // probe_data; a batch's first answer is checked against probe_data. Only on
+  // files opened read-only: nothing of ours changes the extents under the batch.
+  Result<bool> probe_data_for_report(uint64_t offset, uint64_t* run_end) override {
+    if (writable_ || !extents_.enabled()) return probe_data(offset, run_end);
+    bool fresh = false;
+    std::optional<bool> batched = extents_.lookup(fd_, offset, run_end, &fresh);
+    if (!batched) return probe_data(offset, run_end);
+    if (fresh) {
+      uint64_t end = 0;
+      QCOW_ASSIGN_OR_RETURN(bool data, probe_data(offset, &end));
+      if (data != *batched || *run_end > end) extents_.disable();
+      *run_end = end;
+      return data;
+    }
+    return *batched;
+  }
+
 
   const std::string& path() const override { return path_; }
 
@@ -465,6 +485,7 @@ class PosixFile final : public File {
   bool writable_;
   CacheMode cache_;
   bool direct_;
+  ExtentBatch extents_;
 };
 
 }  // namespace

@@ -255,7 +255,7 @@ Result<LayerRun> Qcow2Driver::map_status(uint64_t offset, uint64_t max_length) {
   QCOW_ASSIGN_OR_RETURN(bool prealloc, detect_metadata_preallocation());
   if (!prealloc) return run;
   uint64_t end = 0;
-  QCOW_ASSIGN_OR_RETURN(bool data, file_->probe_data(run.host_offset, &end));
+  QCOW_ASSIGN_OR_RETURN(bool data, file_->probe_data_for_report(run.host_offset, &end));
   if (end > run.host_offset) run.length = std::min(run.length, end - run.host_offset);
   run.file_zero = !data;
   return run;
