@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # qimg map vs qemu-img map on the three layouts of issue 5, timed alternately in one run.
 # Usage: bench/map-vs-qemu.sh [QIMG] [WORKDIR]   (needs ~9 GiB free in WORKDIR while building images)
-# Env: RUNS (pairs per image, default 5). Who goes first alternates from pair to pair; the ratio
+# Env: RUNS (pairs per image, default 5), IMAGES (default "c4k-64g el2-128k-8g c64k-8g"). Who goes first alternates from pair to pair; the ratio
 # is the median of the per-pair qimg/qemu-img wall ratios, printed with their min..max.
 set -euo pipefail
 QIMG=${1:-build/qimg}; QIMG=$(readlink -f "$QIMG")
@@ -31,13 +31,15 @@ make_image() { # name size step len qcow2-options
   rm -f "$1.raw"
 }
 
-make_image c4k-64g $((64 << 30)) $((64 << 10)) 4096 cluster_size=4k
-make_image el2-128k-8g $((8 << 30)) $((8 << 10)) 4096 cluster_size=128k,extended_l2=on
-make_image c64k-8g $((8 << 30)) $((128 << 10)) 65536 cluster_size=64k
+IMAGES=${IMAGES:-c4k-64g el2-128k-8g c64k-8g}
+wanted() { [[ " $IMAGES " == *" $1 "* ]]; }
+wanted c4k-64g && make_image c4k-64g $((64 << 30)) $((64 << 10)) 4096 cluster_size=4k
+wanted el2-128k-8g && make_image el2-128k-8g $((8 << 30)) $((8 << 10)) 4096 cluster_size=128k,extended_l2=on
+wanted c64k-8g && make_image c64k-8g $((8 << 30)) $((128 << 10)) 65536 cluster_size=64k
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 printf '%-14s %8s %8s %8s %7s %-12s %10s %10s\n' image lines qemu_s qimg_s ratio min..max qemu_rss qimg_rss
-for img in c4k-64g el2-128k-8g c64k-8g; do
+for img in $IMAGES; do
   : > q.t; : > i.t
   for r in $(seq "$RUNS"); do
     if [ $((r % 2)) = 1 ]; then

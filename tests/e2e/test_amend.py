@@ -93,6 +93,7 @@ AMENDS = [
      and "refcount_bits" not in o, True),
     ("compat=0.10,extended_l2=off", lambda o: "extended_l2=on" in o, False),
     ("compat=1.1", lambda o: "compat=0.10" in o, True),
+    ("compat=1.1,refcount_bits=8", lambda o: "compat=0.10" in o, True),  # v2 has no refcount_order: upgraded first
     ("refcount_bits=64", lambda o: "compat=0.10" not in o and "refcount_bits" not in o, True),
     ("refcount_bits=4", lambda o: "compat=0.10" not in o, True),
     # (snapshots and compressed clusters share host clusters: refcounts above 1, see errors_case)

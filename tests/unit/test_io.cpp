@@ -3,6 +3,9 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -19,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "io/extent_batch.hpp"
 #include "io/fault_file.hpp"
 #include "qcow/file.hpp"
 #include "support/test_util.hpp"
@@ -197,6 +201,36 @@ TEST_CASE("posix file: probe_data_for_report agrees with probe_data") {
   CHECK(runs > kExtents);
   for (uint64_t off = 7; off < size + 3 * kBlock; off += 5 * kBlock + 513) agree(off);
   agree(size);
+
+  // The batches themselves: where FIEMAP works they answer (and stay on), exactly
+  // where they say so; where it does not, they switch off and never answer.
+  int fd = ::open(path.c_str(), O_RDONLY);
+  REQUIRE(fd >= 0);
+  struct fiemap probe {};
+  probe.fm_length = FIEMAP_MAX_OFFSET;  // fm_extent_count 0: only count the extents
+  const bool fiemap = ::ioctl(fd, FS_IOC_FIEMAP, &probe) == 0;
+  qcow::ExtentBatch batch;
+  uint64_t answered = 0;
+  for (uint64_t off = 0; off < size;) {
+    uint64_t end = 0;
+    const bool data = f->probe_data(off, &end).value();
+    std::optional<qcow::ExtentBatch::Answer> a = batch.lookup(fd, off);
+    if (a) {
+      ++answered;
+      CHECK_MESSAGE(a->data == data, "offset " << off);
+      if (a->exact) CHECK_MESSAGE(a->run_end == end, "offset " << off);
+      else CHECK_MESSAGE((a->run_end > off && a->run_end <= end), "offset " << off);
+    }
+    off = std::min(end, size);
+  }
+  ::close(fd);
+  if (fiemap) {
+    CHECK(batch.enabled());
+    CHECK(answered > kExtents);  // the preallocated extent alone is left to lseek
+  } else {
+    CHECK(!batch.enabled());
+    CHECK(answered == 0);
+  }
 }
 
 TEST_CASE("posix file: holes, probe_data, allocated_bytes, allocate, punch_hole") {

@@ -395,6 +395,12 @@ Status AmendWorker::run() {
   if (order != cur.refcount_order) {
     if (target.version < 3) return Status::unsupported("refcount_bits other than 16 require compat=1.1");
     QCOW_TRY(d_.flush());
+    if (cur.version < 3) {  // a version 2 header has no refcount_order: upgrade first (a valid image either way)
+      Header v3 = d_.header();
+      v3.version = 3;
+      v3.header_length = 0;
+      QCOW_TRY(commit_header(v3));
+    }
     QCOW_TRY(change_refcount_width(d_, order));
     target.refcount_order = order;
     target.refcount_table_offset = d_.header().refcount_table_offset;

@@ -37,12 +37,23 @@ Status for_each_nonzero(const std::vector<uint8_t>& block, uint32_t order, uint6
 // hold taken away (they are free once the new structures are in charge).
 class OldRefcounts {
  public:
-  explicit OldRefcounts(Qcow2Driver& d) : d_(d), geo_(d.geometry()), block_(geo_.cluster_size) {
-    const Refcounts& r = d.refcounts();
+  explicit OldRefcounts(Qcow2Driver& d) : d_(d), geo_(d.geometry()), block_(geo_.cluster_size) {}
+
+  // Collects the old structures' own clusters; a block listed twice is corruption
+  // (it would also let a tiny file make us scan the same block a million times).
+  Status init() {
+    Refcounts& r = d_.refcounts();
     for (uint64_t c = 0; c < r.reftable_clusters(); ++c) own_.push_back((r.reftable_offset() >> geo_.cluster_bits) + c);
-    for (uint64_t off : r.reftable())
+    for (uint64_t k = 0; k < blocks(); ++k) {
+      QCOW_ASSIGN_OR_RETURN(uint64_t off, r.block_offset(k));
       if (off) own_.push_back(off >> geo_.cluster_bits);
+    }
     std::sort(own_.begin(), own_.end());
+    auto dup = std::adjacent_find(own_.begin(), own_.end());
+    if (dup != own_.end())
+      return Status::corrupt(fmt::format("{}: cluster {:#x} is used twice by the refcount structures", d_.path(),
+                                         *dup << geo_.cluster_bits));
+    return Status::ok();
   }
 
   uint64_t blocks() const { return d_.refcounts().reftable().size(); }
@@ -67,7 +78,7 @@ class OldRefcounts {
 
  private:
   Result<bool> load(uint64_t k) {
-    const uint64_t off = d_.refcounts().reftable()[k];
+    QCOW_ASSIGN_OR_RETURN(uint64_t off, d_.refcounts().block_offset(k));
     if (!off) return false;
     if (k == loaded_) return true;
     QCOW_ASSIGN_OR_RETURN(size_t got, d_.image_file().read_at(off, block_));
@@ -91,8 +102,13 @@ Status change_refcount_width(Qcow2Driver& d, uint32_t new_order) {
   nh.refcount_order = new_order;
   const Geometry g = Geometry::from(nh);
   const uint64_t cs = g.cluster_size, rbe = g.refblock_entries;
+  if (d.refcounts().cache().has_dirty() || d.refcounts().has_deferred())
+    return Status::internal("refcount width change with refcount updates pending");
   OldRefcounts old(d);
+  QCOW_TRY(old.init());
   const uint64_t old_end = old.blocks() * old.entries_per_block();
+  const uint64_t max_clusters = kMaxHostOffset >> g.cluster_bits;
+  const auto too_large = [] { return Status::limit("the new refcount table would exceed 8 MiB"); };
 
   // Pass 1: which new blocks have something to count, and does every value fit.
   std::vector<uint64_t> used;  // new reftable indices, ascending
@@ -101,6 +117,9 @@ Status change_refcount_width(Qcow2Driver& d, uint32_t new_order) {
     if (v > g.max_refcount())
       return Status::limit(fmt::format("Cannot decrease refcount entry width to {} bits: Cluster at offset {:#x} has a "
                                        "refcount of {}", g.refcount_bits, c * cs, v));
+    if (c >= max_clusters)
+      return Status::corrupt(fmt::format("{}: a refcount for cluster {:#x}, past the largest host offset", d.path(), c));
+    if ((c / rbe + 1) * 8 > kMaxReftableBytes) return too_large();
     if (used.empty() || used.back() != c / rbe) used.push_back(c / rbe);
     end = c + 1;
     return Status::ok();
@@ -122,7 +141,8 @@ Status change_refcount_width(Qcow2Driver& d, uint32_t new_order) {
     B = std::max<uint64_t>(B, needed.size());
     T = std::max(T, t_need);
   }
-  if (T * cs > kMaxReftableBytes) return Status::limit("the new refcount table would exceed 8 MiB");
+  if (T * cs > kMaxReftableBytes) return too_large();
+  if (E + B + T > max_clusters) return Status::limit(fmt::format("{}: the image would grow past the largest host offset", d.path()));
   const uint64_t own_first = E, own_end = E + B + T, table_cluster = E + B;
 
   // Pass 2: each new block from the old values, written to its place.

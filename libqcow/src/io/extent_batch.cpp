@@ -16,8 +16,7 @@ constexpr uint32_t kPlainFlags = FIEMAP_EXTENT_LAST | FIEMAP_EXTENT_MERGED | FIE
 
 }  // namespace
 
-std::optional<bool> ExtentBatch::lookup(int fd, uint64_t offset, uint64_t* run_end, bool* fresh) {
-  *fresh = false;
+std::optional<ExtentBatch::Answer> ExtentBatch::lookup(int fd, uint64_t offset) {
   if (!enabled_) return std::nullopt;
   if (offset < from_ || offset >= to_) {
     // Batches refilled more often than used: the walk jumps around; lseek is cheaper.
@@ -27,11 +26,11 @@ std::optional<bool> ExtentBatch::lookup(int fd, uint64_t offset, uint64_t* run_e
       return std::nullopt;
     }
     ++refills_;
-    *fresh = true;
+    checked_ = false;
   } else {
     ++hits_;
   }
-  return answer(offset, run_end);
+  return answer(offset);
 }
 
 bool ExtentBatch::refill(int fd, uint64_t offset) {
@@ -61,24 +60,30 @@ bool ExtentBatch::refill(int fd, uint64_t offset) {
   return true;
 }
 
-std::optional<bool> ExtentBatch::answer(uint64_t offset, uint64_t* run_end) const {
-  if (offset >= file_size_) {  // SEEK_HOLE's ENXIO: an endless hole (callers clamp)
-    *run_end = std::numeric_limits<uint64_t>::max();
-    return false;
-  }
+std::optional<ExtentBatch::Answer> ExtentBatch::answer(uint64_t offset) const {
+  if (offset >= file_size_)  // SEEK_HOLE's ENXIO: an endless hole (callers clamp)
+    return Answer{false, std::numeric_limits<uint64_t>::max(), true};
   auto it = std::upper_bound(extents_.begin(), extents_.end(), offset,
                              [](uint64_t o, const Extent& e) { return o < e.end; });
   if (it != extents_.end() && it->start <= offset) {
     if (!it->plain) return std::nullopt;
+    auto n = it + 1;
     uint64_t end = it->end;
-    for (auto n = it + 1; n != extents_.end() && n->start == end && n->plain; ++n) end = n->end;
-    *run_end = std::min(std::min(end, to_), file_size_);  // (a shorter run only costs another probe)
-    return true;
+    for (; n != extents_.end() && n->start == end && n->plain; ++n) end = n->end;
+    // Exact when a hole follows (or the file ends); not at the batch's end or before
+    // an adjacent extent lseek may count as data too. (A shorter run only costs
+    // another probe: callers merge adjacent runs.)
+    const bool gap_follows = n == extents_.end() ? to_ == std::numeric_limits<uint64_t>::max() : n->start > end;
+    if (end >= file_size_) return Answer{true, file_size_, true};
+    return Answer{true, std::min(end, to_), gap_follows && end < to_};
   }
   // A gap: a hole up to the next extent, the batch's end or the end of the file.
-  const uint64_t next = it != extents_.end() ? it->start : to_;
-  *run_end = std::min(next, file_size_);
-  return false;
+  if (it == extents_.end()) {
+    if (to_ == std::numeric_limits<uint64_t>::max() || to_ >= file_size_) return Answer{false, file_size_, true};
+    return Answer{false, to_, false};
+  }
+  if (it->start >= file_size_) return Answer{false, file_size_, true};
+  return Answer{false, it->start, it->plain};  // lseek may see an unwritten extent as a hole too
 }
 
 }  // namespace qcow

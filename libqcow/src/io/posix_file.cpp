@@ -273,23 +273,23 @@ class PosixFile final : public File {
   }
 
   // From FIEMAP batches where they are certain (io/extent_batch.hpp), else
-  // probe_data; a batch's first answer is checked against probe_data. Only on
+  // probe_data; each batch's first answer is checked against probe_data. Only on
   // files opened read-only: nothing of ours changes the extents under the batch.
   Result<bool> probe_data_for_report(uint64_t offset, uint64_t* run_end) override {
     if (writable_ || !extents_.enabled()) return probe_data(offset, run_end);
-    bool fresh = false;
-    std::optional<bool> batched = extents_.lookup(fd_, offset, run_end, &fresh);
-    if (!batched) return probe_data(offset, run_end);
-    if (fresh) {
+    std::optional<ExtentBatch::Answer> a = extents_.lookup(fd_, offset);
+    if (!a) return probe_data(offset, run_end);
+    if (extents_.unchecked()) {
       uint64_t end = 0;
       QCOW_ASSIGN_OR_RETURN(bool data, probe_data(offset, &end));
-      if (data != *batched || *run_end > end) extents_.disable();
+      if (data != a->data || (a->exact ? a->run_end != end : a->run_end > end)) extents_.disable();
+      extents_.checked();
       *run_end = end;
       return data;
     }
-    return *batched;
+    *run_end = a->run_end;
+    return a->data;
   }
-
 
   const std::string& path() const override { return path_; }
 

@@ -56,11 +56,13 @@ class Refcounts {
   uint64_t reftable_offset() const { return reftable_offset_; }
   uint32_t reftable_clusters() const { return reftable_clusters_; }
   const std::vector<uint64_t>& reftable() const { return reftable_; }
+  // The refcount block of reftable index rt_index (0: none), validated (aligned, below
+  // the largest host offset).
+  Result<uint64_t> block_offset(uint64_t rt_index);
   // One past the highest cluster that has a refcount block range (bounds scans).
   uint64_t covered_clusters() const { return uint64_t(reftable_.size()) << geo_.refblock_bits; }
 
  private:
-  Result<uint64_t> block_offset(uint64_t rt_index);  // 0 when missing
   // First run of n free clusters from start; *first_free gets the first free cluster seen.
   Result<uint64_t> find_free_run(uint64_t start, uint64_t n, uint64_t* first_free = nullptr);
   // Writes new refcount blocks for `ranges` at consecutive clusters from first_cluster.
