@@ -670,6 +670,9 @@ std::vector<Workload> all_workloads() {
   // 512-byte clusters: a 64-bit refcount block covers 64 clusters, so the rebuild writes many.
   w.push_back(amend("amend-refcount-64", "cluster_size=512", false, false,
                     [](qcow::AmendOptions& a) { a.refcount_bits = 64; }, "refcount_bits=64"));
+  // Version 2 has no refcount_order: the header is upgraded (one commit), then the width changes (another).
+  w.push_back(amend("amend-v2-refcount-8", "compat=0.10", false, false,
+                    [](qcow::AmendOptions& a) { a.version = 3; a.refcount_bits = 8; }, "compat=1.1,refcount_bits=8"));
   w.push_back(amend("amend-lazy", "", false, false, [](qcow::AmendOptions& a) { a.lazy_refcounts = true; },
                     "lazy_refcounts=on"));
   // Snapshots: create, delete and apply commit with one header write.
