@@ -162,7 +162,12 @@ Status Qcow2Driver::create_caches() {
     cache_bytes = std::clamp<uint64_t>(full, 1ull << 20, 32ull << 20);
   }
   l2_cache_ = std::make_unique<TableCache>(&io_, Structure::kActiveL2, slice, std::max<uint64_t>(cache_bytes / slice, 4));
-  uint64_t rc_bytes = options_.refcount_cache_size ? options_.refcount_cache_size : std::max<uint64_t>(cache_bytes / 4, 4 * cs);
+  // Writers get a quarter of the L2 cache for refcount blocks (fewer write-backs and
+  // ordering flushes); a read-only image reads refcounts only in order (QEMU's
+  // metadata-preallocation test), so QEMU's default of four clusters is enough.
+  uint64_t rc_bytes = options_.refcount_cache_size ? options_.refcount_cache_size
+                      : writable_                  ? std::max<uint64_t>(cache_bytes / 4, 4 * cs)
+                                                   : 4 * cs;
   refcount_cache_slices_ = std::max<uint64_t>(rc_bytes / cs, 4);
   refcounts_ = std::make_unique<Refcounts>(&io_, geo_, refcount_cache_slices_);
   l2_cache_->set_dependency(&refcounts_->cache());
