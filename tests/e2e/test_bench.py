@@ -204,13 +204,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="qimg-test-bench-") as tmp:
         test_qemu_mode(qimg, tmp)
         test_scenarios(qimg, tmp)
-    if FAILURES:
-        print(f"\n{len(FAILURES)} failure(s):")
-        for f in FAILURES:
-            print(f"  {f}")
-        return 1
-    print("all bench tests passed")
-    return 0
+    return qimgtest.report(FAILURES, "all bench tests passed")
 
 
 if __name__ == "__main__":

@@ -136,14 +136,10 @@ def main() -> int:
     if bad:
         problems.append("`qimg --version`: " + "; ".join(bad))
 
-    if problems:
-        print(f"\n{len(problems)} problem(s):")
-        for p in problems:
-            print(f"  - {p}")
+    if qimgtest.report(problems, "\nall CLI checks passed", "problem(s)"):
         print(f"kept work directory: {work}")
         return 1
     shutil.rmtree(work, ignore_errors=True)
-    print("\nall CLI checks passed")
     return 0
 
 

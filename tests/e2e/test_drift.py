@@ -210,13 +210,7 @@ def main() -> int:
     for extra in sorted(set(re.findall(r"^\.SS (\S+)\s*$", man, re.M)) - set(commands)):
         problems.append(f"man/qimg.1: section {extra}, which `qimg --help` does not list")
 
-    if problems:
-        print(f"\n{len(problems)} drift problem(s):")
-        for p in problems:
-            print(f"  - {p}")
-        return 1
-    print("\nman page, completions and README match `qimg --help`")
-    return 0
+    return qimgtest.report(problems, "\nman page, completions and README match `qimg --help`", "drift problem(s)")
 
 
 if __name__ == "__main__":

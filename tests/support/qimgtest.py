@@ -146,3 +146,14 @@ def run_cases(calls, *, workers: int = 4) -> tuple[int, list[str]]:
             steps += n
             failures += fails
     return steps, failures
+
+
+def report(problems: list[str], ok: str, kind: str = "failure(s)") -> int:
+    """The end of a test script: lists the problems and returns 1, or prints `ok` and returns 0."""
+    if problems:
+        print(f"\n{len(problems)} {kind}:")
+        for p in problems:
+            print(f"  - {p}")
+        return 1
+    print(ok)
+    return 0
