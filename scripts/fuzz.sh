@@ -8,7 +8,8 @@
 # mutations also feed on comparison operands, which include addresses and timing of corpus
 # updates): a red run is reproduced from the artifact it saves. Finding new defects is the
 # job of the exploration runs: scripts/fuzz.sh 3600 (one hour per target, one after the other), or
-# PARALLEL=1 NICE=19 scripts/fuzz.sh 3600 (all at once, in the background of other work);
+# PARALLEL=1 NICE=19 scripts/fuzz.sh 3600 (all at once, in the background of other work;
+# TARGETS="fuzz_check" picks targets, TIMEOUT=N sets libFuzzer's per-input limit, default 20 s);
 # their corpora grow in build-fuzz/corpus/<target>; every finding becomes a regression seed in
 # testdata/fuzz-seeds (regress-*), which every run replays first.
 # Findings land in build-fuzz/<target>-crash-* etc.
@@ -25,7 +26,7 @@ if [ "$MODE" = ci ]; then
 fi
 # Inputs per target in the ci run (about 30 s each on the 2-core CI machine under ASan).
 declare -A CI_RUNS=([fuzz_header]=800000 [fuzz_open_read]=20000 [fuzz_check]=10000 [fuzz_map]=50000)
-TARGETS="fuzz_header fuzz_open_read fuzz_check fuzz_map"
+TARGETS=${TARGETS:-"fuzz_header fuzz_open_read fuzz_check fuzz_map"}
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQIMG_FUZZ=ON \
   -DQIMG_TESTS=OFF -DQIMG_EXAMPLES=OFF > build-fuzz.log 2>&1 || { cat build-fuzz.log; exit 1; }
 # shellcheck disable=SC2086
@@ -39,7 +40,7 @@ run_one() { # target -> exit status of libFuzzer
   mkdir -p "$CORPUS/$t"
   # -rss_limit_mb bounds memory: a hostile image must not make us allocate more (see docs/reliability.md).
   # shellcheck disable=SC2086
-  nice -n "${NICE:-0}" "./build-fuzz/tests/fuzz/$t" $limit -rss_limit_mb=1024 -timeout=20 \
+  nice -n "${NICE:-0}" "./build-fuzz/tests/fuzz/$t" $limit -rss_limit_mb=1024 -timeout="${TIMEOUT:-20}" \
     -max_len=262144 -artifact_prefix="build-fuzz/$t-" "$CORPUS/$t" testdata/fuzz-seeds \
     > "build-fuzz/$t.log" 2>&1
 }
