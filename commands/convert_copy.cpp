@@ -41,12 +41,36 @@ qcow::Status guarded(F&& f) {
 
 enum UnitKind : uint8_t { kData, kZero, kSame /* reads the same in the base: leave unallocated */ };
 
+// A byte buffer that grows without zeroing: every byte of a chunk is written (read,
+// or zero-filled where it is used) before it is read, and a fresh buffer's pages that a
+// mostly-zero chunk never writes stay untouched, so they cost no resident memory.
+template <class T>
+struct UninitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <class U>
+  UninitAllocator(const UninitAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using ByteBuffer = std::vector<uint8_t, UninitAllocator<uint8_t>>;
+
 struct Chunk {
   enum class State { kFree, kFilling, kQueued, kReady, kWriting } state = State::kFree;
   uint64_t seq = 0, offset = 0, length = 0;
   bool all_zero = false;  // the source is zero throughout and nothing needs comparing: no buffers
   bool has_base = false;
-  std::vector<uint8_t> data, base, out;
+  ByteBuffer data, base;
+  std::vector<uint8_t> out;
   std::vector<uint8_t> kinds;     // per unit
   std::vector<uint8_t> zero_run;  // per unit: inside a zero run of the source (never read)
   std::vector<uint32_t> csize;    // -c: compressed length per cluster (0: store uncompressed)
