@@ -13,6 +13,7 @@
 #include "format/bitmap_directory.hpp"
 #include "format/constants.hpp"
 #include "io/zeros.hpp"
+#include "meta/tables.hpp"
 #include "qcow2/qcow2_driver.hpp"
 
 namespace qcow {
@@ -27,17 +28,13 @@ void clear_tail_bits(std::vector<uint8_t>& bits, uint64_t disk_size, uint32_t gr
   if (granules % 8 && !bits.empty()) bits.back() &= uint8_t((1u << (granules % 8)) - 1);
 }
 
-// The first `entries` entries of a bitmap's table, read from inside the file.
+// The first `entries` entries of a bitmap's table, bounded by the file before anything
+// is allocated, then read by the metadata layer's table loader.
 Result<std::vector<uint64_t>> read_table(Qcow2Driver& d, const BitmapDirEntry& e, uint64_t entries,
                                          uint64_t file_size) {
-  std::vector<uint8_t> raw(entries * 8);
-  if (e.table_offset > file_size || raw.size() > file_size - e.table_offset)
+  if (e.table_offset > file_size || entries > (file_size - e.table_offset) / 8)
     return Status::corrupt(fmt::format("bitmap '{}': table at {:#x} lies outside the file", e.name, e.table_offset));
-  QCOW_ASSIGN_OR_RETURN(size_t got, d.image_file().read_at(e.table_offset, raw));
-  if (got < raw.size()) return Status::corrupt(fmt::format("bitmap '{}': table is truncated", e.name));
-  std::vector<uint64_t> table(entries);
-  for (uint64_t i = 0; i < entries; ++i) table[i] = load_be64(raw.data() + 8 * i);
-  return table;
+  return load_table(d.image_file(), e.table_offset, entries, fmt::format("bitmap '{}' table", e.name));
 }
 
 // Reads one bitmap's bits through its table (entries checked as QEMU's load does).
