@@ -106,6 +106,52 @@ TEST_CASE("overlap map: ranges per structure, cluster-rounded queries, masks") {
   }
 }
 
+TEST_CASE("overlap map: single-cluster registrations as bitsets, counted, across words") {
+  OverlapMap m(512);
+  const StructureMask all = kAllStructures;
+  // Every third cluster of 1,000 (spanning 16 words of 64 clusters) is an L2 table.
+  for (uint64_t c = 0; c < 1000; c += 3) m.add(Structure::kActiveL2, c * 512, 512);
+  CHECK(m.count(Structure::kActiveL2) == 334);
+  CHECK(m.find(1 * 512, 1024, all) == std::nullopt);                // clusters 1 and 2
+  CHECK(m.find(1 * 512, 1025, all)->offset == 3 * 512);             // rounds out to cluster 3
+  CHECK(m.find(64 * 512 + 1, 1, all) == std::nullopt);              // first cluster of word 1, not a table
+  CHECK(m.find(65 * 512, 512 * 200, all)->offset == 66 * 512);      // the first hit, not any hit
+  CHECK(m.find(998 * 512, 512 * 1000, all)->offset == 999 * 512);   // the last table
+  CHECK(m.find(1000 * 512, 512 * 1000, all) == std::nullopt);
+  SUBCASE("the lowest cluster wins over the structure order, then the structure order") {
+    m.add(Structure::kRefcountBlock, 4 * 512, 512);
+    m.add(Structure::kMainHeader, 6 * 512, 512);
+    CHECK(m.find(4 * 512, 512 * 3, all)->structure == Structure::kRefcountBlock);
+    m.add(Structure::kMainHeader, 6 * 512, 512);
+    m.add(Structure::kActiveL1, 6 * 512, 512);
+    CHECK(m.find(5 * 512, 512 * 3, all)->structure == Structure::kMainHeader);
+    m.remove(Structure::kMainHeader, 6 * 512, 512);
+    CHECK(m.find(5 * 512, 512 * 3, all)->structure == Structure::kMainHeader);  // registered twice
+    m.remove(Structure::kMainHeader, 6 * 512, 512);
+    CHECK(m.find(5 * 512, 512 * 3, all)->structure == Structure::kActiveL1);
+  }
+  SUBCASE("removing every table empties the map; clear drops repeats too") {
+    m.add(Structure::kActiveL2, 0, 512);  // cluster 0 twice
+    CHECK(m.count(Structure::kActiveL2) == 335);
+    for (uint64_t c = 0; c < 1000; c += 3) m.remove(Structure::kActiveL2, c * 512, 512);
+    CHECK(m.count(Structure::kActiveL2) == 1);
+    CHECK(m.find(0, 1, all)->offset == 0);
+    m.clear(Structure::kActiveL2);
+    CHECK(m.count(Structure::kActiveL2) == 0);
+    CHECK(m.find(0, 1 << 20, all) == std::nullopt);
+  }
+  SUBCASE("hostile duplicates saturate and stay registered") {
+    for (int i = 0; i < 70000; ++i) m.add(Structure::kInactiveL2, 0x100000, 512);
+    for (int i = 0; i < 70000; ++i) m.remove(Structure::kInactiveL2, 0x100000, 512);
+    CHECK(m.find(0x100000, 1, structure_bit(Structure::kInactiveL2)));
+  }
+  SUBCASE("clusters at the top of the address space") {
+    m.add(Structure::kRefcountBlock, UINT64_MAX - 511, 512);
+    CHECK(m.find(UINT64_MAX - 10, 5, all)->structure == Structure::kRefcountBlock);
+    CHECK(m.find(UINT64_MAX - 10000, UINT64_MAX, all)->structure == Structure::kRefcountBlock);
+  }
+}
+
 TEST_CASE("image file: refused overlaps, sticky failures, barriers") {
   auto log = std::make_shared<WriteLog>();
   auto plan = std::make_shared<FaultPlan>();

@@ -1,5 +1,7 @@
 #include "meta/overlap.hpp"
 
+#include <bit>
+
 #include "codec/bytes.hpp"
 
 namespace qcow {
@@ -45,9 +47,13 @@ void OverlapMap::add(Structure s, uint64_t offset, uint64_t length) {
   if (!length) return;
   length = std::min(length, UINT64_MAX - offset);  // ranges from a damaged header may wrap
   if (single_cluster(offset, length)) {
-    Cluster& c = clusters_[offset / cluster_size_];
-    if (c.count[size_t(s)] < UINT16_MAX) ++c.count[size_t(s)];  // saturates: hostile duplicates stay registered
-    c.mask |= structure_bit(s);
+    const uint64_t cluster = offset / cluster_size_, bit = uint64_t(1) << (cluster % 64);
+    uint64_t& word = bits_[size_t(s)][cluster / 64];
+    if (!(word & bit)) {
+      word |= bit;
+    } else if (uint16_t& extra = repeats_[repeat_key(s, cluster)]; extra != kSaturated) {
+      ++extra;
+    }
     return;
   }
   ranges_.emplace(offset, Range{length, s});
@@ -58,12 +64,16 @@ void OverlapMap::remove(Structure s, uint64_t offset, uint64_t length) {
   if (!length) return;
   length = std::min(length, UINT64_MAX - offset);
   if (single_cluster(offset, length)) {
-    auto it = clusters_.find(offset / cluster_size_);
-    if (it == clusters_.end() || it->second.count[size_t(s)] == 0) return;
-    if (it->second.count[size_t(s)] != UINT16_MAX && --it->second.count[size_t(s)] == 0) {
-      it->second.mask &= StructureMask(~structure_bit(s));
-      if (!it->second.mask) clusters_.erase(it);
+    const uint64_t cluster = offset / cluster_size_, bit = uint64_t(1) << (cluster % 64);
+    if (auto extra = repeats_.find(repeat_key(s, cluster)); extra != repeats_.end()) {
+      if (extra->second != kSaturated && --extra->second == 0) repeats_.erase(extra);
+      return;
     }
+    Words& words = bits_[size_t(s)];
+    auto word = words.find(cluster / 64);
+    if (word == words.end()) return;
+    word->second &= ~bit;
+    if (!word->second) words.erase(word);
     return;
   }
   auto [first, last] = ranges_.equal_range(offset);
@@ -76,19 +86,29 @@ void OverlapMap::remove(Structure s, uint64_t offset, uint64_t length) {
 }
 
 void OverlapMap::clear(Structure s) {
-  for (auto it = clusters_.begin(); it != clusters_.end();) {
-    it->second.count[size_t(s)] = 0;
-    it->second.mask &= StructureMask(~structure_bit(s));
-    it = it->second.mask ? std::next(it) : clusters_.erase(it);
-  }
+  bits_[size_t(s)].clear();
+  for (auto it = repeats_.begin(); it != repeats_.end();) it = (it->first & 15) == uint64_t(s) ? repeats_.erase(it) : std::next(it);
   for (auto it = ranges_.begin(); it != ranges_.end();) it = it->second.structure == s ? ranges_.erase(it) : std::next(it);
 }
 
 size_t OverlapMap::count(Structure s) const {
   size_t n = 0;
-  for (const auto& [c, e] : clusters_) n += e.count[size_t(s)];
+  for (const auto& [w, bits] : bits_[size_t(s)]) n += size_t(std::popcount(bits));
+  for (const auto& [key, extra] : repeats_) n += (key & 15) == uint64_t(s) ? extra : 0;
   for (const auto& [o, r] : ranges_) n += r.structure == s;
   return n;
+}
+
+std::optional<uint64_t> OverlapMap::first_cluster(Structure s, uint64_t first, uint64_t end) const {
+  const Words& words = bits_[size_t(s)];
+  for (auto it = words.lower_bound(first / 64); it != words.end() && it->first * 64 < end; ++it) {
+    uint64_t bits = it->second;
+    if (it->first == first / 64) bits &= ~uint64_t(0) << (first % 64);  // clusters before `first`
+    if (!bits) continue;
+    const uint64_t cluster = it->first * 64 + uint64_t(std::countr_zero(bits));
+    return cluster < end ? std::optional(cluster) : std::nullopt;
+  }
+  return std::nullopt;
 }
 
 std::optional<OverlapHit> OverlapMap::find(uint64_t offset, uint64_t length, StructureMask mask) const {
@@ -97,13 +117,16 @@ std::optional<OverlapHit> OverlapMap::find(uint64_t offset, uint64_t length, Str
   const uint64_t start = align_down(offset, cluster_size_);
   const uint64_t end =
       offset + length < offset || offset + length > UINT64_MAX - cluster_size_ ? UINT64_MAX : align_up(offset + length, cluster_size_);
-  // Structures within one cluster: one ordered lookup covers them all.
-  for (auto it = clusters_.lower_bound(start / cluster_size_); it != clusters_.end() && it->first * cluster_size_ < end; ++it) {
-    const StructureMask hit = it->second.mask & mask;
-    if (!hit) continue;
-    for (int i = 0; i < kStructureCount; ++i)
-      if (hit & (1u << i)) return OverlapHit{Structure(i), it->first * cluster_size_, cluster_size_};
+  // Structures within one cluster: the lowest cluster hit, and in it the first structure.
+  const uint64_t end_cluster = end / cluster_size_ + (end % cluster_size_ != 0);
+  std::optional<OverlapHit> lowest;
+  for (int i = 0; i < kStructureCount; ++i) {
+    if (!(mask & (1u << i))) continue;
+    const auto cluster = first_cluster(Structure(i), start / cluster_size_, end_cluster);
+    if (cluster && (!lowest || *cluster * cluster_size_ < lowest->offset))
+      lowest = OverlapHit{Structure(i), *cluster * cluster_size_, cluster_size_};
   }
+  if (lowest) return lowest;
   // Larger structures (tables): few, found by start.
   if (ranges_.empty()) return std::nullopt;
   const uint64_t from = start >= max_length_ ? start - max_length_ + 1 : 0;
