@@ -83,24 +83,10 @@ Status check_copied(Qcow2Driver& d, StoredRefcounts& stored, bool repair, CheckT
     (void)got;
     return Status::ok();
   };
-  std::vector<uint8_t> l1(uint64_t(h.l1_size) * 8), l2(g.cluster_size);
-  QCOW_TRY(read_zero_filled(h.l1_table_offset, l1));
   const char* verb = repair ? "Repairing" : "ERROR";
   const bool external = h.incompatible_features & kIncompatDataFile;
-  for (uint32_t i = 0; i < h.l1_size; ++i) {
-    uint64_t l1e = load_be64(l1.data() + 8 * i), l2_offset = l1e & kL1eOffsetMask;
-    if (!l2_offset) continue;
-    auto rc = stored.get(l2_offset >> g.cluster_bits);
-    if (!rc) continue;  // QEMU: no message, no check error
-    if ((*rc == 1) != bool(l1e & kOflagCopied)) {
-      messages.push_back(fmt::format("{} OFLAG_COPIED L2 cluster: l1_index={} l1_entry={:x} refcount={}", verb, i, l1e, *rc));
-      if (repair) {
-        QCOW_TRY(repair_l1_entry(d.image_file(), h.l1_table_offset, i, *rc == 1 ? l1e | kOflagCopied : l1e & ~kOflagCopied));
-        ++t.corruptions_fixed;
-      } else {
-        ++t.corruptions;
-      }
-    }
+  std::vector<uint8_t> l2(g.cluster_size);
+  auto check_l2 = [&](uint64_t l2_offset) -> Status {
     QCOW_TRY(read_zero_filled(l2_offset, l2));
     for (uint64_t j = 0; j < g.l2_entries; ++j) {
       const L2Entry entry = load_l2_entry(l2.data(), g, j);
@@ -120,6 +106,32 @@ Status check_copied(Qcow2Driver& d, StoredRefcounts& stored, bool repair, CheckT
         ++t.corruptions;
       }
     }
+    return Status::ok();
+  };
+  auto check_l1_entry = [&](uint32_t i, uint64_t l1e) -> Status {
+    const uint64_t l2_offset = l1e & kL1eOffsetMask;
+    if (!l2_offset) return Status::ok();
+    auto rc = stored.get(l2_offset >> g.cluster_bits);
+    if (!rc) return Status::ok();  // QEMU: no message, no check error
+    if ((*rc == 1) != bool(l1e & kOflagCopied)) {
+      messages.push_back(fmt::format("{} OFLAG_COPIED L2 cluster: l1_index={} l1_entry={:x} refcount={}", verb, i, l1e, *rc));
+      if (repair) {
+        QCOW_TRY(repair_l1_entry(d.image_file(), h.l1_table_offset, i, *rc == 1 ? l1e | kOflagCopied : l1e & ~kOflagCopied));
+        ++t.corruptions_fixed;
+      } else {
+        ++t.corruptions;
+      }
+    }
+    return check_l2(l2_offset);
+  };
+  // The L1 table in slices of 64 KiB: the driver holds it already (see walk.cpp).
+  constexpr uint32_t kSliceEntries = 8192;
+  std::vector<uint8_t> l1;
+  for (uint32_t first = 0; first < h.l1_size; first += kSliceEntries) {
+    const uint32_t n = std::min(kSliceEntries, h.l1_size - first);
+    l1.resize(uint64_t(n) * 8);
+    QCOW_TRY(read_zero_filled(h.l1_table_offset + uint64_t(first) * 8, l1));
+    for (uint32_t k = 0; k < n; ++k) QCOW_TRY(check_l1_entry(first + k, load_be64(l1.data() + 8 * k)));
   }
   if (repair) QCOW_TRY(d.image_file().flush());
   return Status::ok();
