@@ -11,6 +11,7 @@
 # its fastest setting; qimg runs with its defaults.
 # Columns: median wall seconds, median of the per-pair qimg/qemu wall ratios, median CPU seconds
 # (user+sys, all threads), peak RSS (largest of the runs).
+# The last column lists every pair as ratio(qimg seconds/qemu-img seconds); odd pairs ran qemu-img first.
 set -euo pipefail
 QIMG=${1:-build/qimg}; QIMG=$(readlink -f "$QIMG")
 WORK=${2:-/tmp/qimg-convert-bench}
@@ -123,7 +124,8 @@ for c in $CASES; do
   case $c in *raw) ;; *) qemu-img check -q "i.$c.out" || ok="$ok,check-FAILED" ;; esac
   # i.t and q.t lines: wall maxrss cpu; the pair's ratio is qimg wall / qemu-img wall.
   ratio=$(paste -d' ' i.t q.t | awk '{print ($4 > 0) ? $1 / $4 : 0}' | median)
-  pairs=$(paste -d' ' i.t q.t | awk '{printf "%s%.2f", (NR > 1 ? "," : ""), ($4 > 0) ? $1 / $4 : 0}')
+  # Each pair: ratio (qimg seconds/qemu-img seconds); odd pairs ran qemu-img first.
+  pairs=$(paste -d' ' i.t q.t | awk '{printf "%s%.2f(%s/%s)", (NR > 1 ? "," : ""), ($4 > 0) ? $1 / $4 : 0, $1, $4}')
   printf '%-14s %8s %8s %7.3f %9s %9s %8sKB %8sKB %s\n' "$c" "$(cut -d' ' -f1 q.t | median)" "$(cut -d' ' -f1 i.t | median)" \
     "$ratio" "$(cut -d' ' -f3 q.t | median)" "$(cut -d' ' -f3 i.t | median)" \
     "$(cut -d' ' -f2 q.t | sort -n | tail -1)" "$(cut -d' ' -f2 i.t | sort -n | tail -1)" \

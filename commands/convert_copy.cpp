@@ -67,6 +67,7 @@ using ByteBuffer = std::vector<uint8_t, UninitAllocator<uint8_t>>;
 struct Chunk {
   enum class State { kFree, kFilling, kQueued, kReady, kWriting } state = State::kFree;
   uint64_t seq = 0, offset = 0, length = 0;
+  uint64_t grid_chunks = 1;  // chunks of the grid it covers (more when a zero run was merged in)
   bool all_zero = false;  // the source is zero throughout and nothing needs comparing: no buffers
   bool has_base = false;
   ByteBuffer data, base;
@@ -114,7 +115,7 @@ class Pipeline {
   qcow::Status run_inline() {
     Chunk& c = slots_[0];
     uint64_t written = 0;
-    for (uint64_t seq = 0; seq < chunks_; ++seq) {
+    for (uint64_t seq = 0; seq < chunks_; seq += c.grid_chunks) {
       c.seq = seq;
       c.offset = seq * chunk_bytes_;
       c.length = std::min(chunk_bytes_, src_.total() - c.offset);
@@ -175,7 +176,7 @@ class Pipeline {
   }
 
   void reader_main() {
-    for (uint64_t seq = 0; seq < chunks_; ++seq) {
+    for (uint64_t seq = 0; seq < chunks_;) {
       Chunk* c = nullptr;
       {
         std::unique_lock lock(mu_);
@@ -192,6 +193,7 @@ class Pipeline {
       c->offset = seq * chunk_bytes_;
       c->length = std::min(chunk_bytes_, src_.total() - c->offset);
       if (qcow::Status s = guarded([&] { return fill(*c); }); !s) return set_error(std::move(s));
+      seq += c->grid_chunks;
       {
         std::lock_guard lock(mu_);
         c->state = Chunk::State::kQueued;
@@ -225,7 +227,7 @@ class Pipeline {
 
   void writer_main() {
     uint64_t next = 0, written = 0;
-    for (uint64_t n = 0; n < chunks_; ++n) {
+    while (next < chunks_) {
       Chunk* c = nullptr;
       {
         std::unique_lock lock(mu_);
@@ -240,12 +242,13 @@ class Pipeline {
       }
       if (qcow::Status s = guarded([&] { return write(*c); }); !s) return set_error(std::move(s));
       written += c->length;
+      const uint64_t covered = c->grid_chunks;
       {
         std::lock_guard lock(mu_);
         c->state = Chunk::State::kFree;
       }
       free_cv_.notify_one();  // only the reader waits for this
-      ++next;
+      next += covered;
       progress_.update(written);
       throttle(written);
     }
@@ -258,6 +261,7 @@ class Pipeline {
   // made mapped reads take 0.3 s or 1.7 s for the same job depending on the host's
   // memory state (docs/benchmarks.md).
   qcow::Status fill(Chunk& c) {
+    c.grid_chunks = 1;
     c.all_zero = false;
     c.has_base = false;
     struct Run {
@@ -282,6 +286,7 @@ class Pipeline {
     }
     if (only_zero && !base_ && cfg_.sparse != 0) {
       c.all_zero = true;
+      merge_zero_run(c);
       return qcow::Status::ok();
     }
     const uint64_t u = unit();
@@ -312,6 +317,23 @@ class Pipeline {
       c.has_base = true;
     }
     return qcow::Status::ok();
+  }
+
+  // A chunk that reads as zeros throughout takes in the zero run that follows it, in whole
+  // chunks of the grid, up to kMaxZeroChunk: one handover between the threads instead of one
+  // per 2 MiB. Converting a 4 TiB image with 64 Ki clusters in use spent most of its time
+  // handing 2 Mi empty chunks from thread to thread (futex wake-ups, 47% of perf samples).
+  // A failed block status only stops the merge: the next chunk's fill() meets it again.
+  void merge_zero_run(Chunk& c) {
+    constexpr uint64_t kMaxZeroChunk = 1ull << 30;
+    const uint64_t end = c.offset + c.length, limit = std::min(src_.total(), c.offset + kMaxZeroChunk);
+    if (end >= limit) return;
+    SourceSet::Run r;
+    if (!src_.next_run(end, limit - end, &r) || !r.zero) return;
+    const uint64_t run_end = end + r.length;
+    const uint64_t merged_end = run_end >= src_.total() ? src_.total() : c.offset + (run_end - c.offset) / chunk_bytes_ * chunk_bytes_;
+    c.length = merged_end - c.offset;
+    c.grid_chunks = qcow::div_round_up(c.length, chunk_bytes_);
   }
 
   // A unit of a zero run that is to be written as data: fill() left its bytes unset.

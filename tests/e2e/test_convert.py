@@ -443,6 +443,45 @@ def test_more_options(c: Checker):
             c.fail(f"--salvage -m {m}: output differs from qemu-img convert --salvage")
 
 
+def test_long_zero_runs(c: Checker):
+    """Zero runs longer than a chunk (2 MiB) are merged into one unit of work: they must
+    still be zeroed in a target that holds old data (-n), end exactly where the data
+    starts (unaligned), and span the boundary between concatenated sources."""
+    a, b = c.path("runs_a.raw"), c.path("runs_b.raw")
+    with open(a, "wb") as f:
+        f.truncate(40 * MIB)
+        for at in (0, 9 * MIB + 4096 + 512, 33 * MIB - 512):  # data, then runs of 9 and 24 MiB
+            f.seek(at)
+            f.write(bytes([0x5A]) * 1536)
+    with open(b, "wb") as f:
+        f.truncate(12 * MIB)  # begins with a hole: the run crosses into the second source
+        f.seek(7 * MIB)
+        f.write(bytes([0xA5]) * 4096)
+    for fmt, extra in (("qcow2", []), ("raw", []), ("qcow2", ["-m", "1"]), ("qcow2", ["-W", "-p"]),
+                       ("qcow2", ["-o", "cluster_size=2M,extended_l2=on"])):
+        c.q("convert", "-O", fmt, *extra, "runs_a.raw", "runs_out", check=True)
+        c.same("runs_a.raw", "runs_out", f"long zero runs, -O {fmt} {' '.join(extra)}")
+        if fmt == "qcow2":
+            c.clean("runs_out", f"long zero runs {' '.join(extra)}")
+        os.remove(c.path("runs_out"))
+    c.q("convert", "-O", "raw", "runs_a.raw", "runs_b.raw", "runs_cat.raw", check=True)
+    want = open(a, "rb").read() + open(b, "rb").read()
+    if open(c.path("runs_cat.raw"), "rb").read() != want:
+        c.fail("long zero runs: concatenation differs from the sources back to back")
+    # -n over old data, qcow2 and raw targets: the merged runs must be zeroed there.
+    for fmt in ("qcow2", "raw"):
+        c.run(["qemu-img", "create", "-q", "-f", fmt, "runs_old", str(52 * MIB)])
+        c.run(["qemu-io", "-f", fmt, "-c", f"write -P 0x33 0 {52 * MIB}", "runs_old"])
+        c.q("convert", "-n", "-O", fmt, "runs_a.raw", "runs_b.raw", "runs_old", check=True)
+        c.run(["qemu-img", "convert", "-O", "raw", "-f", fmt, "runs_old", "runs_old.raw"])
+        if open(c.path("runs_old.raw"), "rb").read() != want:
+            c.fail(f"long zero runs, -n over old data ({fmt}): the target does not hold the sources")
+        for name in ("runs_old", "runs_old.raw"):
+            os.remove(c.path(name))
+    for name in (a, b, c.path("runs_cat.raw")):
+        os.remove(name)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--qimg", required=True)
@@ -453,7 +492,7 @@ def main() -> int:
     c = Checker(os.path.abspath(a.qimg), work)
     make_source(c.path("src.raw"), 6 * MIB + 512 * 3, 1)
     for t in (test_directions, test_concatenation, test_backing, test_snapshots, test_errors,
-              test_determinism_and_sparseness, test_mapped_sources, test_more_options):
+              test_determinism_and_sparseness, test_mapped_sources, test_more_options, test_long_zero_runs):
         try:
             t(c)
         except Exception as e:  # a crash of the test itself is a failure too
