@@ -95,6 +95,7 @@ int run_map(const MapOptions& o_arg) {
   if (qcow::Status s = apply_secret_options(&o.filename, &o.format, &open_options); !s) return fail(s);
   if (qcow::Status s = parse_format_option(o.format, &open_options.format); !s) return fail(s);
   open_options.force_share = o.force_share;
+  open_options.sequential = true;  // the map walks the image in guest order
   auto image = qcow::Image::open(o.filename, open_options);
   if (!image) return fail(image.status());
 

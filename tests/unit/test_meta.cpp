@@ -136,8 +136,11 @@ TEST_CASE("overlap map: single-cluster registrations as bitsets, counted, across
     for (uint64_t c = 0; c < 1000; c += 3) m.remove(Structure::kActiveL2, c * 512, 512);
     CHECK(m.count(Structure::kActiveL2) == 1);
     CHECK(m.find(0, 1, all)->offset == 0);
+    m.add(Structure::kRefcountBlock, 0, 512);  // shares cluster 0 with the L2 table
     m.clear(Structure::kActiveL2);
     CHECK(m.count(Structure::kActiveL2) == 0);
+    CHECK(m.find(0, 1 << 20, all)->structure == Structure::kRefcountBlock);
+    m.remove(Structure::kRefcountBlock, 0, 512);
     CHECK(m.find(0, 1 << 20, all) == std::nullopt);
   }
   SUBCASE("hostile duplicates saturate and stay registered") {

@@ -74,6 +74,10 @@ struct OpenOptions {
   uint64_t l2_cache_size = 0;
   uint64_t l2_cache_entry_size = 0;
   uint64_t refcount_cache_size = 0;
+  // The caller reads in guest order and visits each L2 table once (convert's sources,
+  // map): with no l2_cache_size given, the L2 cache is QEMU's smallest default, 1 MiB,
+  // instead of up to 32 MiB that would buy nothing.
+  bool sequential = false;
   AllocPolicy alloc = AllocPolicy::kDefault;
   // Metadata overlap checks of a writable qcow2 image (see OverlapCheck).
   OverlapCheck overlap_check = OverlapCheck::kCached;

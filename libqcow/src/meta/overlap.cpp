@@ -51,6 +51,7 @@ void OverlapMap::add(Structure s, uint64_t offset, uint64_t length) {
     uint64_t& word = bits_[size_t(s)][cluster / 64];
     if (!(word & bit)) {
       word |= bit;
+      any_[cluster / 64] |= bit;
     } else if (uint16_t& extra = repeats_[repeat_key(s, cluster)]; extra != kSaturated) {
       ++extra;
     }
@@ -74,6 +75,15 @@ void OverlapMap::remove(Structure s, uint64_t offset, uint64_t length) {
     if (word == words.end()) return;
     word->second &= ~bit;
     if (!word->second) words.erase(word);
+    bool still = false;  // another structure in the same cluster (a hostile image's)
+    for (const Words& other : bits_) {
+      auto w = other.find(cluster / 64);
+      still |= w != other.end() && (w->second & bit);
+    }
+    if (!still) {
+      auto any = any_.find(cluster / 64);
+      if (any != any_.end() && !(any->second &= ~bit)) any_.erase(any);
+    }
     return;
   }
   auto [first, last] = ranges_.equal_range(offset);
@@ -87,6 +97,9 @@ void OverlapMap::remove(Structure s, uint64_t offset, uint64_t length) {
 
 void OverlapMap::clear(Structure s) {
   bits_[size_t(s)].clear();
+  any_.clear();
+  for (const Words& words : bits_)
+    for (const auto& [w, bits] : words) any_[w] |= bits;
   for (auto it = repeats_.begin(); it != repeats_.end();) it = (it->first & 15) == uint64_t(s) ? repeats_.erase(it) : std::next(it);
   for (auto it = ranges_.begin(); it != ranges_.end();) it = it->second.structure == s ? ranges_.erase(it) : std::next(it);
 }
@@ -100,7 +113,10 @@ size_t OverlapMap::count(Structure s) const {
 }
 
 std::optional<uint64_t> OverlapMap::first_cluster(Structure s, uint64_t first, uint64_t end) const {
-  const Words& words = bits_[size_t(s)];
+  return first_set(bits_[size_t(s)], first, end);
+}
+
+std::optional<uint64_t> OverlapMap::first_set(const Words& words, uint64_t first, uint64_t end) {
   for (auto it = words.lower_bound(first / 64); it != words.end() && it->first * 64 < end; ++it) {
     uint64_t bits = it->second;
     if (it->first == first / 64) bits &= ~uint64_t(0) << (first % 64);  // clusters before `first`
@@ -120,7 +136,8 @@ std::optional<OverlapHit> OverlapMap::find(uint64_t offset, uint64_t length, Str
   // Structures within one cluster: the lowest cluster hit, and in it the first structure.
   const uint64_t end_cluster = end / cluster_size_ + (end % cluster_size_ != 0);
   std::optional<OverlapHit> lowest;
-  for (int i = 0; i < kStructureCount; ++i) {
+  const bool any = first_set(any_, start / cluster_size_, end_cluster).has_value();
+  for (int i = 0; any && i < kStructureCount; ++i) {
     if (!(mask & (1u << i))) continue;
     const auto cluster = first_cluster(Structure(i), start / cluster_size_, end_cluster);
     if (cluster && (!lowest || *cluster * cluster_size_ < lowest->offset))

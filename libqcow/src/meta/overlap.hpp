@@ -91,8 +91,14 @@ class OverlapMap {
   // The first registered cluster of `s` in [first, end) (cluster indices), if any.
   std::optional<uint64_t> first_cluster(Structure s, uint64_t first, uint64_t end) const;
 
+  // Whether any structure has a bit in `words` for a cluster in [first, end).
+  static std::optional<uint64_t> first_set(const Words& words, uint64_t first, uint64_t end);
+
   uint64_t cluster_size_;
   std::array<Words, kStructureCount> bits_;
+  // The union of bits_: a write that overlaps nothing (nearly every write) costs one
+  // lookup here instead of one per structure.
+  Words any_;
   std::map<uint64_t, uint16_t> repeats_;  // by repeat_key
   std::multimap<uint64_t, Range> ranges_;  // by offset
   uint64_t max_length_ = 0;                // bounds the backward search in ranges_

@@ -159,7 +159,7 @@ Status Qcow2Driver::create_caches() {
   uint64_t cache_bytes = options_.l2_cache_size;
   if (!cache_bytes) {
     uint64_t full = div_round_up(header_->size, cs) * geo_.l2_entry_size;
-    cache_bytes = std::clamp<uint64_t>(full, 1ull << 20, 32ull << 20);
+    cache_bytes = std::clamp<uint64_t>(full, 1ull << 20, options_.sequential ? 1ull << 20 : 32ull << 20);
   }
   l2_cache_ = std::make_unique<TableCache>(&io_, Structure::kActiveL2, slice, std::max<uint64_t>(cache_bytes / slice, 4));
   // Writers get a quarter of the L2 cache for refcount blocks (fewer write-backs and
